@@ -1,0 +1,389 @@
+package instance
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"hypefs/backend/guest"
+	"hypefs/backend/host"
+	"hypefs/backend/layout"
+	"hypefs/internal/atomicfile"
+	"hypefs/shim"
+	"hypefs/shim/api"
+	"hypefs/shim/client"
+	"hypefs/shim/engine"
+)
+
+// shimReadyTimeout bounds how long a shim may take to start its hypervisor.
+const shimReadyTimeout = 60 * time.Second
+
+// start boots the instance in the background: the caller's write returns
+// at once with the instance in booting; a failure moves it to error with
+// a sentence saying what is missing and how to get it.
+func (i *Instance) start() error {
+	i.mu.Lock()
+	if i.booting || live(i.rec.State) {
+		i.mu.Unlock()
+		return nil
+	}
+	i.booting = true
+	i.rec.State = Booting
+	i.rec.Error = ""
+	i.rec.Exit = nil
+	cfg := *i.rec.Config
+	i.saveLocked()
+	i.mu.Unlock()
+	i.m.changed(i.name, Booting, "starting")
+	go func() {
+		err := i.boot(cfg)
+		i.mu.Lock()
+		i.booting = false
+		if err != nil {
+			i.rec.State = Failed
+			i.rec.Error = err.Error()
+			i.saveLocked()
+		}
+		i.mu.Unlock()
+		if err != nil {
+			i.m.log.Warn("boot failed", "instance", i.name, "err", err)
+			i.m.changed(i.name, Failed, err.Error())
+		}
+	}()
+	return nil
+}
+
+// boot prepares the guest, starts the shim and waits until it says the
+// hypervisor runs.
+func (i *Instance) boot(cfg Config) error {
+	m := i.m
+	accel, err := host.ResolveAccel(cfg.Accel)
+	if err != nil {
+		return err
+	}
+	initBin := filepath.Join(m.binDir, "hypefs-init")
+	shimBin := filepath.Join(m.binDir, "hypefs-shim")
+	if _, err := os.Stat(shimBin); err != nil {
+		return fmt.Errorf("cannot start the VM: %s is missing (hint: run \"make build\")", shimBin)
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, 5*time.Minute)
+	defer cancel()
+	gb, err := guest.Prepare(ctx, guest.Options{KernelsDir: m.lay.Kernels, Init: initBin, Busybox: m.busybox, Arch: runtime.GOARCH})
+	if err != nil {
+		return fmt.Errorf("cannot start the VM: %w", err)
+	}
+	cmdline := gb.Cmdline
+	if f := host.Probe(); accel == "tcg" && f.TSCkHz > 0 && runtime.GOARCH == "amd64" {
+		// microvm under TCG hangs calibrating the TSC without it.
+		cmdline += " tsc_early_khz=" + strconv.Itoa(f.TSCkHz)
+	}
+	runDir := m.lay.RunDir(i.name)
+	os.RemoveAll(runDir)
+	if err := os.MkdirAll(filepath.Join(runDir, layout.EngineDir), 0o700); err != nil {
+		return fmt.Errorf("create run directory: %w", err)
+	}
+	scfg := shim.Config{
+		Engine: engine.Spec{
+			Name: i.name, RunDir: filepath.Join(runDir, layout.EngineDir),
+			Kernel: gb.Kernel, Initramfs: gb.Initramfs, Cmdline: cmdline,
+			CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB(), Accel: accel,
+			VMMLog: i.VMMLogPath(),
+		},
+		Hypervisor:    host.DefaultHypervisor(),
+		APISocket:     filepath.Join(runDir, layout.APISock),
+		ConsoleSocket: filepath.Join(runDir, layout.ConsoleSock),
+		LogPath:       i.LogPath(),
+		RecordPath:    filepath.Join(runDir, layout.ShimRecord),
+		ExitPath:      m.lay.InstanceFile(i.name, layout.ExitFile),
+		MachineIDPath: m.lay.InstanceFile(i.name, layout.MachineID),
+	}
+	cfgPath := filepath.Join(runDir, layout.ShimConfig)
+	if err := atomicfile.WriteJSON(cfgPath, scfg, 0o600); err != nil {
+		return err
+	}
+	if err := i.spawnShim(shimBin, cfgPath); err != nil {
+		os.RemoveAll(runDir)
+		return err
+	}
+	rec, err := readShimRecord(scfg.RecordPath)
+	if err != nil {
+		return fmt.Errorf("shim started but its record is unreadable: %w", err)
+	}
+	now := time.Now().UTC()
+	i.mu.Lock()
+	i.rec.Started = &now
+	i.mu.Unlock()
+	i.attach(rec)
+	return nil
+}
+
+// spawnShim starts hypefs-shim detached (own session, plain exec.Command:
+// its life is not tied to any context of ours) and waits for its word on
+// the ready pipe.
+func (i *Instance) spawnShim(bin, cfgPath string) error {
+	logf, err := os.OpenFile(i.m.lay.InstanceFile(i.name, layout.ShimLog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("open shim log: %w", err)
+	}
+	defer logf.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer pr.Close()
+	cmd := exec.Command(bin, "--config", cfgPath)
+	cmd.Dir = filepath.Dir(cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		return fmt.Errorf("start %s: %w", bin, err)
+	}
+	pw.Close()
+	// Reap the shim when it ends; it is our child while we live.
+	go cmd.Wait()
+	type answer struct {
+		line string
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		line, err := bufio.NewReader(pr).ReadString('\n')
+		ch <- answer{strings.TrimSpace(line), err}
+	}()
+	select {
+	case a := <-ch:
+		switch {
+		case a.line == "ok":
+			return nil
+		case strings.HasPrefix(a.line, "error: "):
+			return errors.New("cannot start the VM: " + strings.TrimPrefix(a.line, "error: "))
+		default:
+			return fmt.Errorf("cannot start the VM: the shim ended without a word (see %s)", layout.ShimLog)
+		}
+	case <-time.After(shimReadyTimeout):
+		cmd.Process.Kill()
+		return fmt.Errorf("cannot start the VM: the shim did not report ready within %s", shimReadyTimeout)
+	}
+}
+
+func readShimRecord(path string) (*shim.Record, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r shim.Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// attach starts following a live shim's state changes.
+func (i *Instance) attach(rec *shim.Record) {
+	c := client.New(i.m.lay.RunFile(i.name, layout.APISock))
+	ctx, cancel := context.WithCancel(i.m.ctx)
+	i.mu.Lock()
+	i.shimRec, i.client, i.stopWait = rec, c, cancel
+	i.mu.Unlock()
+	i.m.wg.Add(1)
+	go func() {
+		defer i.m.wg.Done()
+		i.follow(ctx, c, rec)
+	}()
+}
+
+// follow applies the shim's state changes until the VM ends or the shim
+// disappears, then settles the final state from the exit record.
+func (i *Instance) follow(ctx context.Context, c *client.Client, rec *shim.Record) {
+	for {
+		err := c.Events(ctx, func(ev api.Event) {
+			switch ev.State {
+			case api.Stopped, api.Crashed:
+				return // settled below, from the exit record
+			}
+			i.setState(ev.State, ev.Detail)
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		// The stream ended. If the shim still answers (a broken
+		// connection, not a dead shim), follow it again.
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, perr := c.Ping(pctx)
+		cancel()
+		if perr == nil {
+			if err != nil {
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		i.settle(rec)
+		return
+	}
+}
+
+// settle records how the VM ended: from the shim's exit record, or, when
+// there is none, as a crash of the shim itself. It then cleans up every
+// trace of the run under the run directory.
+func (i *Instance) settle(rec *shim.Record) {
+	var ex shim.ExitRecord
+	b, err := os.ReadFile(i.m.lay.InstanceFile(i.name, layout.ExitFile))
+	if err == nil {
+		err = json.Unmarshal(b, &ex)
+	}
+	state, msg := "", ""
+	if err == nil && ex.ShimPID == rec.ShimPID {
+		state = ex.State
+		switch {
+		case ex.Detail != "":
+			msg = ex.Detail
+		case state == Crashed:
+			msg = "the VM crashed: " + ex.Reason
+		}
+	} else {
+		state = Crashed
+		msg = fmt.Sprintf("the shim (pid %d) ended unexpectedly; the VM is gone", rec.ShimPID)
+		ex = shim.ExitRecord{State: Crashed, ShimPID: rec.ShimPID, Started: rec.Started,
+			Exit: engine.Exit{Time: time.Now().UTC(), Code: -1, Reason: "shim died", Crashed: true}}
+		killLeftover(rec.HypervisorPID, i.m.lay.RunDir(i.name))
+	}
+	i.mu.Lock()
+	if i.deleted {
+		i.mu.Unlock()
+		return
+	}
+	if i.client != nil {
+		i.client.Close()
+	}
+	i.client, i.shimRec = nil, nil
+	i.rec.Exit = &ex
+	if msg != "" {
+		i.rec.Error = msg
+	}
+	i.mu.Unlock()
+	os.RemoveAll(i.m.lay.RunDir(i.name))
+	detail := ex.Reason
+	if msg != "" {
+		detail = msg
+	}
+	i.setState(state, detail)
+}
+
+// killLeftover ends a hypervisor whose shim died, but only if the process
+// with that pid really is ours: its command line names our run directory.
+func killLeftover(pid int, runDir string) {
+	if pid <= 0 || pid == os.Getpid() {
+		return
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(b), runDir) {
+		return
+	}
+	// The hypervisor leads its own process group: end all of it.
+	syscall.Kill(-pid, syscall.SIGKILL)
+	syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// reattach finds the shim of an instance that was live when the daemon
+// last ran. A shim is declared gone only when its socket is missing or
+// refuses, or it belongs to an earlier boot of the host; a shim that does
+// not answer in time is kept and asked again later.
+func (m *Manager) reattach(i *Instance) {
+	rec, err := readShimRecord(m.lay.RunFile(i.name, layout.ShimRecord))
+	if err != nil {
+		i.settleMissing("the VM was not running when hypefs started (no shim record)")
+		return
+	}
+	if id := host.BootID(); id != "" && rec.BootID != "" && id != rec.BootID {
+		i.settleMissing("the host restarted since the VM last ran")
+		return
+	}
+	c := client.New(m.lay.RunFile(i.name, layout.APISock))
+	defer c.Close()
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
+		st, err := c.Status(ctx)
+		cancel()
+		if err == nil {
+			i.setState(st.State, "reattached")
+			i.attach(rec)
+			return
+		}
+		if m.ctx.Err() != nil {
+			return
+		}
+		if isGone(err) {
+			i.settle(rec)
+			return
+		}
+		if attempt == 0 {
+			m.log.Warn("shim does not answer yet; keeping it and retrying", "instance", i.name, "err", err)
+			// Do not hold up the daemon's start: go on in the background.
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				m.retryReattach(i, rec, c)
+			}()
+			return
+		}
+	}
+}
+
+func (m *Manager) retryReattach(i *Instance, rec *shim.Record, c *client.Client) {
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
+		st, err := c.Status(ctx)
+		cancel()
+		switch {
+		case err == nil:
+			i.setState(st.State, "reattached")
+			i.attach(rec)
+			return
+		case isGone(err):
+			i.settle(rec)
+			return
+		}
+	}
+}
+
+// settleMissing ends an instance whose shim cannot exist any more.
+func (i *Instance) settleMissing(why string) {
+	i.mu.Lock()
+	i.rec.Error = why
+	i.mu.Unlock()
+	os.RemoveAll(i.m.lay.RunDir(i.name))
+	i.setState(Stopped, why)
+}
+
+// waitBooted waits until an instance's boot set-up has finished.
+func (m *Manager) waitBooted(i *Instance) {
+	for k := 0; k < 6000; k++ {
+		i.mu.Lock()
+		b := i.booting
+		i.mu.Unlock()
+		if !b {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

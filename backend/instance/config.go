@@ -1,0 +1,271 @@
+package instance
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"unicode/utf8"
+
+	"hypefs/backend/host"
+)
+
+// Config is an instance's normalized configuration (DESIGN §2.1). Reading
+// the config file returns it with every default filled in.
+type Config struct {
+	Image      string            `json:"image"`
+	CPUs       int               `json:"cpus"`
+	Memory     string            `json:"memory"` // normalized "<n>M"
+	Disk       string            `json:"disk"`
+	Entrypoint []string          `json:"entrypoint"`
+	Cmd        []string          `json:"cmd"`
+	Env        map[string]string `json:"env"`
+	Workdir    string            `json:"workdir"`
+	Network    bool              `json:"network"`
+	Accel      string            `json:"accel"`
+	Hypervisor string            `json:"hypervisor"`
+}
+
+// MemoryMiB is the guest RAM in MiB.
+func (c *Config) MemoryMiB() int {
+	n, _ := strconv.Atoi(strings.TrimSuffix(c.Memory, "M"))
+	return n
+}
+
+// Limits of what a config may ask for.
+const (
+	MinMemoryMiB = 64
+	MaxCPUs      = 64
+	MaxConfig    = 1 << 20 // bytes a config write may hold
+)
+
+// DefaultConfig is what {} means.
+func DefaultConfig() Config {
+	return Config{CPUs: 1, Memory: "256M", Disk: "1G", Accel: "auto", Hypervisor: "auto", Env: map[string]string{}}
+}
+
+var knownKeys = []string{"accel", "cmd", "cpus", "disk", "entrypoint", "env", "hypervisor", "image", "memory", "network", "workdir"}
+
+// ParseConfig validates raw JSON and returns the normalized config. Every
+// refusal is an *Error with EINVAL whose sentence names the key and the problem.
+func ParseConfig(raw []byte) (Config, error) {
+	c := DefaultConfig()
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return c, errf(syscall.EINVAL, `config is empty: write a JSON object, e.g. {} or {"memory":"512M"}`)
+	}
+	if !utf8.Valid(raw) {
+		return c, errf(syscall.EINVAL, "config is not valid UTF-8 text")
+	}
+	var obj map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&obj); err != nil {
+		return c, errf(syscall.EINVAL, "config is not a JSON object: %s", jsonProblem(err))
+	}
+	if obj == nil {
+		return c, errf(syscall.EINVAL, "config must be a JSON object, not null")
+	}
+	if dec.More() {
+		return c, errf(syscall.EINVAL, "config holds more than one JSON value: write a single object")
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := c.set(k, obj[k]); err != nil {
+			return DefaultConfig(), err
+		}
+	}
+	return c, nil
+}
+
+func (c *Config) set(key string, v json.RawMessage) error {
+	bad := func(format string, args ...any) error {
+		return errf(syscall.EINVAL, "config key %q: %s", key, fmt.Sprintf(format, args...))
+	}
+	switch key {
+	case "image":
+		if err := json.Unmarshal(v, &c.Image); err != nil {
+			return bad("must be a string (an OCI reference such as \"alpine:3.20\"), got %s", kind(v))
+		}
+		if c.Image != "" {
+			return bad("OCI images are not supported by this build yet; leave \"image\" out to boot the built-in guest")
+		}
+	case "cpus":
+		var n json.Number
+		if err := json.Unmarshal(v, &n); err != nil {
+			return bad("must be a whole number, got %s", kind(v))
+		}
+		i, err := strconv.Atoi(n.String())
+		if err != nil {
+			return bad("must be a whole number, got %s", n)
+		}
+		limit := min(MaxCPUs, max(host.Probe().CPUs, 1))
+		if i < 1 || i > limit {
+			return bad("must be between 1 and %d (this host's CPUs), got %d", limit, i)
+		}
+		c.CPUs = i
+	case "memory":
+		mib, err := parseSize(v, "M")
+		if err != nil {
+			return bad("%s", err)
+		}
+		limit := int64(host.Probe().MemoryBytes >> 20)
+		if mib < MinMemoryMiB {
+			return bad("must be at least %dM, got %dM", MinMemoryMiB, mib)
+		}
+		if limit > 0 && mib > limit {
+			return bad("must be at most %dM (this host's memory), got %dM", limit, mib)
+		}
+		c.Memory = strconv.FormatInt(mib, 10) + "M"
+	case "disk":
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return bad("must be a size string such as \"1G\", got %s", kind(v))
+		}
+		mib, err := parseSize(v, "M")
+		if err != nil {
+			return bad("%s", err)
+		}
+		if mib < 16 {
+			return bad("must be at least 16M, got %s", s)
+		}
+		c.Disk = s
+	case "entrypoint", "cmd":
+		var a []string
+		if err := json.Unmarshal(v, &a); err != nil {
+			return bad("must be an array of strings, got %s", kind(v))
+		}
+		if key == "entrypoint" {
+			c.Entrypoint = a
+		} else {
+			c.Cmd = a
+		}
+	case "env":
+		var m map[string]string
+		if err := json.Unmarshal(v, &m); err != nil {
+			return bad("must be an object of string values, got %s", kind(v))
+		}
+		for k := range m {
+			if k == "" || strings.ContainsAny(k, "=\x00") {
+				return bad("variable name %q is not valid", k)
+			}
+		}
+		if m == nil {
+			m = map[string]string{}
+		}
+		c.Env = m
+	case "workdir":
+		if err := json.Unmarshal(v, &c.Workdir); err != nil {
+			return bad("must be a string, got %s", kind(v))
+		}
+		if c.Workdir != "" && !strings.HasPrefix(c.Workdir, "/") {
+			return bad("must be an absolute path, got %q", c.Workdir)
+		}
+	case "network":
+		if err := json.Unmarshal(v, &c.Network); err != nil {
+			return bad("must be true or false, got %s", kind(v))
+		}
+		if c.Network {
+			return bad("guest networking is not supported by this build yet; use false or leave it out")
+		}
+	case "accel":
+		if err := json.Unmarshal(v, &c.Accel); err != nil {
+			return bad("must be a string, got %s", kind(v))
+		}
+		if _, err := host.ResolveAccel(c.Accel); err != nil {
+			return bad("%s", err)
+		}
+	case "hypervisor":
+		if err := json.Unmarshal(v, &c.Hypervisor); err != nil {
+			return bad("must be a string, got %s", kind(v))
+		}
+		switch c.Hypervisor {
+		case "auto", host.DefaultHypervisor():
+		case "qemu", "vz":
+			return bad("%q is not available on this host (it uses %q)", c.Hypervisor, host.DefaultHypervisor())
+		default:
+			return bad("must be \"auto\", \"qemu\" or \"vz\", got %q", c.Hypervisor)
+		}
+	default:
+		return errf(syscall.EINVAL, "config key %q is unknown (known keys: %s)", key, strings.Join(knownKeys, ", "))
+	}
+	return nil
+}
+
+// parseSize reads a size as an int (in unit) or a string "512M", "1G",
+// "1.5G", "2048" (unit), and returns MiB.
+func parseSize(v json.RawMessage, unit string) (int64, error) {
+	var n json.Number
+	if err := json.Unmarshal(v, &n); err == nil {
+		i, err := strconv.ParseInt(n.String(), 10, 64)
+		if err != nil || i <= 0 {
+			return 0, fmt.Errorf("must be a positive whole number of MiB or a string such as \"512M\", got %s", n)
+		}
+		return i, nil
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return 0, fmt.Errorf("must be a number of MiB or a string such as \"512M\", got %s", kind(v))
+	}
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := 1.0
+	switch {
+	case strings.HasSuffix(t, "K"):
+		mult, t = 1.0/1024, t[:len(t)-1]
+	case strings.HasSuffix(t, "M"):
+		t = t[:len(t)-1]
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1024, t[:len(t)-1]
+	case strings.HasSuffix(t, "T"):
+		mult, t = 1024*1024, t[:len(t)-1]
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f <= 0 || f > 1<<40 {
+		return 0, fmt.Errorf("%q is not a size (use e.g. \"512M\" or \"2G\")", s)
+	}
+	mib := f * mult
+	if mib != float64(int64(mib)) {
+		return 0, fmt.Errorf("%q is not a whole number of MiB", s)
+	}
+	return int64(mib), nil
+}
+
+func kind(v json.RawMessage) string {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 {
+		return "nothing"
+	}
+	switch v[0] {
+	case '"':
+		return "a string"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+func jsonProblem(err error) string {
+	switch e := err.(type) {
+	case *json.SyntaxError:
+		return fmt.Sprintf("%s at byte %d", e.Error(), e.Offset)
+	case *json.UnmarshalTypeError:
+		return fmt.Sprintf("found %s", e.Value)
+	}
+	if err.Error() == "unexpected EOF" {
+		return "it ends too early (unbalanced braces or quotes?)"
+	}
+	return err.Error()
+}

@@ -1,0 +1,360 @@
+package instance
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"hypefs/backend/layout"
+	"hypefs/internal/atomicfile"
+	"hypefs/shim"
+	"hypefs/shim/client"
+)
+
+// States (DESIGN §2.4).
+const (
+	New      = "new"
+	Created  = "created"
+	Booting  = "booting"
+	Running  = "running"
+	Paused   = "paused"
+	Stopping = "stopping"
+	Stopped  = "stopped"
+	Crashed  = "crashed"
+	Failed   = "error"
+)
+
+// live reports whether a VM may exist in this state.
+func live(state string) bool {
+	switch state {
+	case Booting, Running, Paused, Stopping:
+		return true
+	}
+	return false
+}
+
+// record is what state.json holds.
+type record struct {
+	Name    string           `json:"name"`
+	Created time.Time        `json:"created"`
+	Updated time.Time        `json:"updated"`
+	State   string           `json:"state"`
+	Config  *Config          `json:"config,omitempty"`
+	Error   string           `json:"error,omitempty"`
+	Exit    *shim.ExitRecord `json:"exit,omitempty"`
+	Started *time.Time       `json:"started,omitempty"`
+}
+
+// Instance is one VM as the daemon knows it.
+type Instance struct {
+	m    *Manager
+	name string
+
+	mu       sync.Mutex
+	rec      record
+	shimRec  *shim.Record
+	client   *client.Client
+	stopWait context.CancelFunc // ends the event follower
+	booting  bool               // a boot is being set up
+	deleted  bool
+}
+
+// Name is the instance's name.
+func (i *Instance) Name() string { return i.name }
+
+// State is the instance's state word.
+func (i *Instance) State() string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.rec.State
+}
+
+// ErrorText is the last error as a sentence, or "".
+func (i *Instance) ErrorText() string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.rec.Error
+}
+
+// ConfigJSON is the normalized config, or nothing before one was written.
+func (i *Instance) ConfigJSON() []byte {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.rec.Config == nil {
+		return nil
+	}
+	b, _ := json.MarshalIndent(i.rec.Config, "", "  ")
+	return append(b, '\n')
+}
+
+// LogPath is the console log's file.
+func (i *Instance) LogPath() string { return i.m.lay.InstanceFile(i.name, layout.ConsoleLog) }
+
+// VMMLogPath is the hypervisor's own output.
+func (i *Instance) VMMLogPath() string { return i.m.lay.InstanceFile(i.name, layout.VMMLog) }
+
+// ConsoleSocket is the shim's live console socket.
+func (i *Instance) ConsoleSocket() string { return i.m.lay.RunFile(i.name, layout.ConsoleSock) }
+
+// Exit is how the VM last ended, if it did.
+func (i *Instance) Exit() *shim.ExitRecord {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.rec.Exit
+}
+
+// ShimRecord is the running shim's record, if any.
+func (i *Instance) ShimRecord() *shim.Record {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.shimRec
+}
+
+// Client is the running shim's API client, or nil.
+func (i *Instance) Client() *client.Client {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.client
+}
+
+// fail records a refusal in the error file and returns it.
+func (i *Instance) fail(err *Error) error {
+	i.mu.Lock()
+	i.rec.Error = err.Msg
+	i.saveLocked()
+	i.mu.Unlock()
+	i.m.changed(i.name, "", "error: "+err.Msg)
+	return err
+}
+
+// setState moves to state (no-op when already there), saving and announcing.
+func (i *Instance) setState(state, detail string) {
+	i.mu.Lock()
+	if i.rec.State == state || i.deleted {
+		i.mu.Unlock()
+		return
+	}
+	i.rec.State = state
+	i.saveLocked()
+	i.mu.Unlock()
+	i.m.changed(i.name, state, detail)
+}
+
+func (i *Instance) saveLocked() {
+	if i.deleted {
+		return
+	}
+	i.rec.Updated = time.Now().UTC()
+	if err := atomicfile.WriteJSON(i.m.lay.InstanceFile(i.name, layout.StateFile), i.rec, 0o644); err != nil {
+		i.m.log.Error("save instance state", "instance", i.name, "err", err)
+	}
+}
+
+// SetConfig validates and stores a config write. A valid config written
+// to an instance that has not run (new, created, error) boots it; one
+// written to a stopped or crashed instance replaces the config for the
+// next start. A running instance refuses with EBUSY.
+func (i *Instance) SetConfig(raw []byte) error {
+	if len(raw) > MaxConfig {
+		return i.fail(errf(syscall.EFBIG, "config is %d bytes; at most %d are accepted", len(raw), MaxConfig))
+	}
+	c, err := ParseConfig(raw)
+	if err != nil {
+		return i.fail(err.(*Error))
+	}
+	i.mu.Lock()
+	st, booting := i.rec.State, i.booting
+	if live(st) || booting {
+		i.mu.Unlock()
+		return i.fail(errf(syscall.EBUSY, "config cannot change while the instance is %s (hint: echo kill > ctl, or shutdown, first)", st))
+	}
+	i.rec.Config = &c
+	i.rec.Error = ""
+	boot := st == New || st == Created || st == Failed
+	if st == New {
+		i.rec.State = Created
+	}
+	i.saveLocked()
+	i.mu.Unlock()
+	if st == New {
+		i.m.changed(i.name, Created, "config accepted")
+	}
+	if boot {
+		return i.start()
+	}
+	return nil
+}
+
+// Commands is the list of ctl words.
+var Commands = []string{"start", "shutdown", "kill", "pause", "resume", "reboot"}
+
+// ValidCommands lists the ctl words the current state allows.
+func (i *Instance) ValidCommands() []string {
+	switch i.State() {
+	case New:
+		return nil
+	case Created, Stopped, Crashed, Failed:
+		return []string{"start", "shutdown", "kill"}
+	case Booting, Running:
+		return []string{"shutdown", "kill", "pause", "reboot"}
+	case Paused:
+		return []string{"shutdown", "kill", "resume"}
+	case Stopping:
+		return []string{"shutdown", "kill"}
+	}
+	return nil
+}
+
+// Ctl runs one ctl command (DESIGN §2.2).
+func (i *Instance) Ctl(line string) error {
+	cmd := strings.TrimSpace(line)
+	if strings.ContainsAny(cmd, "\n") {
+		return i.fail(errf(syscall.EINVAL, "ctl takes one command per write, got %q", line))
+	}
+	known := false
+	for _, c := range Commands {
+		known = known || c == cmd
+	}
+	if !known {
+		if cmd == "" {
+			return i.fail(errf(syscall.EINVAL, "empty ctl command (valid: %s)", strings.Join(Commands, ", ")))
+		}
+		return i.fail(errf(syscall.EINVAL, "unknown ctl command %q (valid: %s)", cmd, strings.Join(Commands, ", ")))
+	}
+	i.mu.Lock()
+	st, booting, cl := i.rec.State, i.booting, i.client
+	hasConfig := i.rec.Config != nil
+	i.mu.Unlock()
+	if booting && cmd != "kill" && cmd != "shutdown" {
+		return i.fail(errf(syscall.EBUSY, "%s: the instance is still being set up; try again in a moment", cmd))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	wrong := func() error {
+		return i.fail(errf(syscall.EBUSY, "%s: not possible while the instance is %s (valid now: %s)", cmd, st, strings.Join(i.ValidCommands(), ", ")))
+	}
+	switch cmd {
+	case "start":
+		if !hasConfig {
+			return i.fail(errf(syscall.EBUSY, "start: the instance has no config yet (hint: echo '{}' > config)"))
+		}
+		if live(st) || booting {
+			return wrong()
+		}
+		return i.start()
+	case "kill":
+		if booting {
+			i.m.waitBooted(i)
+			cl = i.Client()
+		}
+		if !live(i.State()) || cl == nil {
+			return nil
+		}
+		if err := cl.Shutdown(ctx); err != nil && !isGone(err) {
+			return i.fail(errf(syscall.EIO, "kill: %v", err))
+		}
+		i.waitEnded(10 * time.Second)
+		return nil
+	case "shutdown":
+		if booting {
+			i.m.waitBooted(i)
+			cl, st = i.Client(), i.State()
+		}
+		if !live(st) || st == Stopping || cl == nil {
+			return nil
+		}
+		if st == Paused {
+			if err := cl.Resume(ctx); err != nil && !isGone(err) {
+				return i.fail(errf(syscall.EIO, "shutdown: resume before the power button: %v", err))
+			}
+		}
+		if err := cl.GracefulStop(ctx, i.m.shutdownTimeout); err != nil && !isGone(err) {
+			return i.fail(errf(syscall.EIO, "shutdown: %v", err))
+		}
+		i.setState(Stopping, "power button pressed")
+		return nil
+	}
+	// pause, resume, reboot need a VM in the right state.
+	if cl == nil {
+		return wrong()
+	}
+	var err error
+	next := ""
+	switch cmd {
+	case "pause":
+		if st != Running && st != Booting {
+			return wrong()
+		}
+		err, next = cl.Pause(ctx), Paused
+	case "resume":
+		if st != Paused {
+			return wrong()
+		}
+		err = cl.Resume(ctx)
+	case "reboot":
+		if st != Running && st != Booting {
+			return wrong()
+		}
+		err, next = cl.Reboot(ctx), Booting
+	}
+	if err != nil {
+		if errorsIsState(err) {
+			return i.fail(errf(syscall.EBUSY, "%s: %v", cmd, err))
+		}
+		return i.fail(errf(syscall.EIO, "%s: %v", cmd, err))
+	}
+	if next != "" {
+		i.setState(next, cmd)
+	} else if s, e := cl.Status(ctx); e == nil {
+		i.setState(s.State, cmd)
+	}
+	return nil
+}
+
+// waitEnded waits until the VM is no longer live, at most d.
+func (i *Instance) waitEnded(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && live(i.State()) {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (i *Instance) String() string { return fmt.Sprintf("instance %s", i.name) }
+
+// Refuse records a refusal made on the instance's behalf (by the file
+// tree) in its error file and returns it as an error carrying errno.
+func (i *Instance) Refuse(errno syscall.Errno, msg string) error {
+	return i.fail(errf(errno, "%s", msg))
+}
+
+// Info is what the info file shows.
+type Info struct {
+	Name          string           `json:"name"`
+	State         string           `json:"state"`
+	Accel         string           `json:"accel,omitempty"`
+	Hypervisor    string           `json:"hypervisor,omitempty"`
+	ShimPID       int              `json:"shim_pid,omitempty"`
+	HypervisorPID int              `json:"hypervisor_pid,omitempty"`
+	Created       time.Time        `json:"created"`
+	Started       *time.Time       `json:"started,omitempty"`
+	Exit          *shim.ExitRecord `json:"exit,omitempty"`
+	APISocket     string           `json:"api_socket,omitempty"`
+	VsockSocket   string           `json:"vsock_socket,omitempty"`
+	Error         string           `json:"error,omitempty"`
+}
+
+// Info describes the instance.
+func (i *Instance) Info() Info {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	in := Info{Name: i.name, State: i.rec.State, Created: i.rec.Created, Started: i.rec.Started, Exit: i.rec.Exit, Error: i.rec.Error}
+	if r := i.shimRec; r != nil {
+		in.Accel, in.Hypervisor, in.ShimPID, in.HypervisorPID = r.Accel, r.Hypervisor, r.ShimPID, r.HypervisorPID
+		in.APISocket = i.m.lay.RunFile(i.name, layout.APISock)
+	}
+	return in
+}

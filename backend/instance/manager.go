@@ -1,0 +1,258 @@
+// Package instance keeps the daemon's view of every VM: its config, its
+// state, its last error, and the shim that runs it. It starts shims,
+// follows their state changes, and finds them again after a restart.
+package instance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"hypefs/backend/layout"
+	"hypefs/internal/atomicfile"
+	"hypefs/shim/client"
+)
+
+// Event is a change the manager announces.
+type Event struct {
+	Time     time.Time
+	Instance string
+	State    string // the new state; "" for a non-state event (an error)
+	Detail   string
+	Deleted  bool
+	Appeared bool // found other than by Create (a restart)
+}
+
+// Options configure a Manager.
+type Options struct {
+	Layout layout.Layout
+	// BinDir holds hypefs-shim and hypefs-init.
+	BinDir string
+	// Busybox is the static busybox put into the guest (default /bin/busybox).
+	Busybox string
+	Log     *slog.Logger
+	// ShutdownTimeout is how long shutdown waits for the guest before
+	// killing it (default 30 s, as docker stop).
+	ShutdownTimeout time.Duration
+	// OnEvent is called, outside any lock, for every change.
+	OnEvent func(Event)
+}
+
+// Manager owns every instance.
+type Manager struct {
+	lay             layout.Layout
+	binDir          string
+	busybox         string
+	log             *slog.Logger
+	shutdownTimeout time.Duration
+	onEvent         func(Event)
+
+	ctx    context.Context // ends the followers on Close; VMs keep running
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	instances map[string]*Instance
+	wg        sync.WaitGroup
+}
+
+// Open loads every instance under the data directory and reattaches to
+// the shims of those that run.
+func Open(opts Options) (*Manager, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	if opts.Busybox == "" {
+		opts.Busybox = "/bin/busybox"
+	}
+	if !opts.Layout.SocketsFit() {
+		return nil, fmt.Errorf("run directory %s is too long for Unix socket paths (%d bytes at most); choose a shorter --run", opts.Layout.Run, layout.SunPathMax())
+	}
+	for _, d := range []string{opts.Layout.InstancesDir(), opts.Layout.Run} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{
+		lay: opts.Layout, binDir: opts.BinDir, busybox: opts.Busybox, log: opts.Log,
+		shutdownTimeout: opts.ShutdownTimeout, onEvent: opts.OnEvent,
+		ctx: ctx, cancel: cancel, instances: map[string]*Instance{},
+	}
+	if err := m.load(); err != nil {
+		cancel()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close stops following shims. The VMs keep running.
+func (m *Manager) Close() {
+	m.cancel()
+	m.mu.Lock()
+	for _, i := range m.instances {
+		i.mu.Lock()
+		if i.client != nil {
+			i.client.Close()
+		}
+		i.mu.Unlock()
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+// Layout is where the manager keeps things.
+func (m *Manager) Layout() layout.Layout { return m.lay }
+
+func (m *Manager) changed(name, state, detail string) {
+	if m.onEvent != nil {
+		m.onEvent(Event{Time: time.Now().UTC(), Instance: name, State: state, Detail: detail})
+	}
+}
+
+// Get returns the named instance, or nil.
+func (m *Manager) Get(name string) *Instance {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.instances[name]
+}
+
+// Names lists the instances, sorted.
+func (m *Manager) Names() []string {
+	m.mu.Lock()
+	names := make([]string, 0, len(m.instances))
+	for n := range m.instances {
+		names = append(names, n)
+	}
+	m.mu.Unlock()
+	sort.Strings(names)
+	return names
+}
+
+// Create makes a new instance in state new (mkdir).
+func (m *Manager) Create(name string) (*Instance, error) {
+	if !layout.ValidName(name) {
+		return nil, errf(syscall.EINVAL, "instance name %q is not allowed: use 1-63 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit", name)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.instances[name]; ok {
+		return nil, errf(syscall.EEXIST, "instance %q exists", name)
+	}
+	dir := m.lay.InstanceDir(name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			// Left over by a crash between rename and removal? Refuse
+			// rather than adopt files we did not record.
+			return nil, errf(syscall.EEXIST, "instance directory %s exists on disk but is not loaded", dir)
+		}
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	now := time.Now().UTC()
+	i := &Instance{m: m, name: name, rec: record{Name: name, Created: now, State: New}}
+	i.mu.Lock()
+	i.saveLocked()
+	i.mu.Unlock()
+	atomicfile.SyncDir(m.lay.InstancesDir())
+	m.instances[name] = i
+	go m.changed(name, New, "created")
+	return i, nil
+}
+
+// Delete removes an instance that does not run (rmdir). Its files go too.
+func (m *Manager) Delete(name string) error {
+	m.mu.Lock()
+	i, ok := m.instances[name]
+	m.mu.Unlock()
+	if !ok {
+		return errf(syscall.ENOENT, "no instance %q", name)
+	}
+	i.mu.Lock()
+	st, booting := i.rec.State, i.booting
+	if live(st) || booting {
+		i.mu.Unlock()
+		return i.fail(errf(syscall.EBUSY, "instance %q is %s; it cannot be removed while it runs (hint: echo kill > ctl, or shutdown, first)", name, st))
+	}
+	i.deleted = true
+	if i.stopWait != nil {
+		i.stopWait()
+	}
+	i.mu.Unlock()
+	m.mu.Lock()
+	delete(m.instances, name)
+	m.mu.Unlock()
+	os.RemoveAll(m.lay.RunDir(name))
+	// Rename first, so that a crash mid-removal never leaves a directory
+	// that loads as a half instance.
+	dir := m.lay.InstanceDir(name)
+	trash := filepath.Join(m.lay.InstancesDir(), fmt.Sprintf(".%s.deleted-%d", name, time.Now().UnixNano()))
+	if err := os.Rename(dir, trash); err != nil {
+		m.log.Error("remove instance directory", "instance", name, "err", err)
+	} else {
+		atomicfile.SyncDir(m.lay.InstancesDir())
+		os.RemoveAll(trash)
+	}
+	if m.onEvent != nil {
+		go m.onEvent(Event{Time: time.Now().UTC(), Instance: name, Deleted: true, Detail: "deleted"})
+	}
+	return nil
+}
+
+// load reads every instance directory and reattaches live ones, each under
+// its own deadline, in parallel.
+func (m *Manager) load() error {
+	ents, err := os.ReadDir(m.lay.InstancesDir())
+	if err != nil {
+		return fmt.Errorf("read %s: %w", m.lay.InstancesDir(), err)
+	}
+	var wg sync.WaitGroup
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			if strings.Contains(name, ".deleted-") {
+				os.RemoveAll(filepath.Join(m.lay.InstancesDir(), name))
+			}
+			continue
+		}
+		if !e.IsDir() || !layout.ValidName(name) {
+			continue
+		}
+		i := &Instance{m: m, name: name}
+		b, err := os.ReadFile(m.lay.InstanceFile(name, layout.StateFile))
+		if err == nil {
+			err = json.Unmarshal(b, &i.rec)
+		}
+		if err != nil {
+			i.rec = record{Name: name, Created: time.Now().UTC(), State: Failed,
+				Error: fmt.Sprintf("the instance's state file could not be read (%v); remove the instance with rmdir", err)}
+		}
+		i.rec.Name = name
+		m.instances[name] = i
+		if live(i.rec.State) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m.reattach(i)
+			}()
+		}
+	}
+	wg.Wait()
+	return nil
+}
+
+func isGone(err error) bool {
+	return errors.Is(err, client.ErrNoVM) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+func errorsIsState(err error) bool { return errors.Is(err, client.ErrWrongState) }

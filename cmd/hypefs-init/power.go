@@ -1,0 +1,112 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Linux input event codes (include/uapi/linux/input-event-codes.h).
+const (
+	evKey    = 1
+	keyPower = 116
+)
+
+// inputEventSize is sizeof(struct input_event) on 64-bit kernels:
+// struct timeval (16), type (2), code (2), value (4).
+const inputEventSize = 24
+
+// watchPowerButton returns a channel that receives when any input device
+// reports KEY_POWER pressed. On microvm, QMP system_powerdown raises an
+// ACPI GED event that the button module turns into KEY_POWER, and evdev
+// exposes it as /dev/input/event*. Devices can show up a little after
+// their module is loaded, so the scan is repeated for a few seconds.
+func watchPowerButton() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	go func() {
+		seen := map[string]bool{}
+		for i := 0; i < 10; i++ {
+			paths, _ := filepath.Glob("/dev/input/event*")
+			for _, p := range paths {
+				if !seen[p] {
+					seen[p] = true
+					go readPowerKey(p, ch)
+				}
+			}
+			time.Sleep(time.Duration(i+1) * 100 * time.Millisecond)
+		}
+	}()
+	return ch
+}
+
+func readPowerKey(path string, ch chan<- struct{}) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	buf := make([]byte, inputEventSize*16)
+	for {
+		n, err := f.Read(buf)
+		if err != nil {
+			return
+		}
+		for b := buf[:n]; len(b) >= inputEventSize; b = b[inputEventSize:] {
+			if isPowerPress(b[:inputEventSize]) {
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// isPowerPress reports whether one input_event is KEY_POWER going down.
+func isPowerPress(ev []byte) bool {
+	typ := binary.NativeEndian.Uint16(ev[16:])
+	code := binary.NativeEndian.Uint16(ev[18:])
+	value := int32(binary.NativeEndian.Uint32(ev[20:]))
+	return typ == evKey && code == keyPower && value == 1
+}
+
+// powerOff ends the VM: it stops every process (TERM and HUP, then KILL
+// after a 2 s grace period), syncs, unmounts, and asks the kernel to power off. Under
+// QEMU that makes QEMU exit; a restart (hypefs.poweroff=restart) does the
+// same when QEMU runs with -no-reboot and is the fallback when power-off
+// returns.
+func powerOff(cfg config, why string, r *reaper) {
+	fmt.Printf("hypefs: powering off (%s)\n", why)
+	unix.Sync()
+	// SIGHUP too: an interactive shell ignores SIGTERM but, like a
+	// program whose terminal went away, ends on a hangup. SIGCONT wakes
+	// stopped jobs so they see both.
+	unix.Kill(-1, unix.SIGTERM)
+	unix.Kill(-1, unix.SIGHUP)
+	unix.Kill(-1, unix.SIGCONT)
+	deadline := time.Now().Add(2 * time.Second)
+	for r.reapAll() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	unix.Kill(-1, unix.SIGKILL)
+	for r.reapAll() && time.Now().Before(deadline.Add(time.Second)) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	unix.Sync()
+	unmountAll()
+	unix.Sync()
+	if !cfg.restart {
+		unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	}
+	unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	// Nothing else to do: PID 1 must not exit (that panics the kernel).
+	for {
+		time.Sleep(time.Hour)
+	}
+}

@@ -1,0 +1,4 @@
+package main
+
+// prepareProcess has nothing to do on macOS: the VM runs in this process.
+func prepareProcess() {}

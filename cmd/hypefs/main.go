@@ -1,0 +1,157 @@
+// Command hypefs manages virtual machines through a filesystem.
+//
+//	hypefs mount [flags] MOUNTPOINT   serve the tree over FUSE (foreground)
+//	hypefs kernel fetch [flags]       download the guest kernel into the cache
+//	hypefs version
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"hypefs/backend/guest"
+	"hypefs/backend/instance"
+	"hypefs/backend/layout"
+	hfs "hypefs/fs"
+	"hypefs/fs/fusefs"
+)
+
+// Version is set at build time (-ldflags "-X main.Version=...").
+var Version = "dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	switch os.Args[1] {
+	case "mount":
+		mount(os.Args[2:])
+	case "kernel":
+		kernel(os.Args[2:])
+	case "version", "--version", "-v":
+		fmt.Println("hypefs", Version)
+	default:
+		usage()
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, `usage:
+  hypefs mount [--data DIR] [--run DIR] [--kernels DIR] [--bin DIR] MOUNTPOINT
+  hypefs kernel fetch [--kernels DIR] [--deb FILE]
+  hypefs version`)
+	os.Exit(2)
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func layoutFlags(fs *flag.FlagSet) *layout.Layout {
+	l := &layout.Layout{}
+	fs.StringVar(&l.Data, "data", env("HYPEFS_DATA", "/var/lib/hypefs"), "persistent state (env HYPEFS_DATA)")
+	fs.StringVar(&l.Run, "run", env("HYPEFS_RUN", "/run/hypefs"), "sockets and pid files (env HYPEFS_RUN)")
+	fs.StringVar(&l.Kernels, "kernels", env("HYPEFS_KERNELS", "/var/lib/hypefs/kernels"), "guest kernel cache (env HYPEFS_KERNELS)")
+	return l
+}
+
+func selfDir() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "."
+	}
+	return filepath.Dir(exe)
+}
+
+func mount(args []string) {
+	fl := flag.NewFlagSet("mount", flag.ExitOnError)
+	lay := layoutFlags(fl)
+	bin := fl.String("bin", selfDir(), "directory holding hypefs-shim and hypefs-init")
+	debug := fl.Bool("debug", false, "log every FUSE request")
+	fl.Parse(args)
+	if fl.NArg() != 1 {
+		usage()
+	}
+	mnt, _ := filepath.Abs(fl.Arg(0))
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+
+	var tree *hfs.Tree
+	m, err := instance.Open(instance.Options{Layout: *lay, BinDir: *bin, Log: log})
+	if err != nil {
+		fatal(err)
+	}
+	tree = hfs.New(m, Version)
+	srv, err := fusefs.Mount(mnt, tree, *debug)
+	if err != nil {
+		m.Close()
+		fatal(err)
+	}
+	log.Info("hypefs mounted", "mountpoint", mnt, "data", lay.Data, "run", lay.Run, "instances", len(m.Names()))
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { srv.Wait(); close(done) }()
+	select {
+	case s := <-sig:
+		log.Info("signal: unmounting; VMs keep running", "signal", s.String())
+	case <-done:
+		log.Info("unmounted from outside; exiting; VMs keep running")
+	}
+	unmount(srv.Unmount, mnt, log)
+	m.Close()
+}
+
+// unmount tries a clean unmount, and falls back to a lazy one when files
+// are still open or a shell sits inside (EBUSY).
+func unmount(clean func() error, mnt string, log *slog.Logger) {
+	for k := 0; k < 5; k++ {
+		if err := clean(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out, err := exec.Command("fusermount3", "-uz", mnt).CombinedOutput(); err != nil {
+		log.Warn("lazy unmount failed", "err", err, "out", string(out))
+	}
+}
+
+func kernel(args []string) {
+	if len(args) < 1 || args[0] != "fetch" {
+		usage()
+	}
+	fl := flag.NewFlagSet("kernel fetch", flag.ExitOnError)
+	lay := layoutFlags(fl)
+	deb := fl.String("deb", "", "use this linux-image .deb instead of downloading one")
+	fl.Parse(args[1:])
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	var v string
+	var err error
+	if *deb != "" {
+		v, err = guest.FetchDeb(ctx, lay.Kernels, *deb)
+	} else {
+		v, err = guest.Fetch(ctx, lay.Kernels, runtime.GOARCH)
+	}
+	if err != nil {
+		fatal(err)
+	}
+	fmt.Printf("guest kernel %s in %s\n", v, lay.Kernels)
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "hypefs:", err)
+	os.Exit(1)
+}

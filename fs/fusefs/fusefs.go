@@ -1,0 +1,243 @@
+// Package fusefs serves an fs.Tree over FUSE with go-fuse v2.
+//
+// Every node implements the operations a shell or file manager uses; the
+// ones that would otherwise default to success (go-fuse's Unlink and Rmdir
+// remove the child silently) or to ENOTSUP (Setattr, which breaks the
+// O_TRUNC of `echo x > file`) are answered explicitly.
+//
+// Caching: entry and attribute timeouts are zero, so the kernel asks again
+// every time and never shows stale state or a VM that has gone.
+package fusefs
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	hfs "hypefs/fs"
+)
+
+type node struct {
+	gofs.Inode
+	n hfs.Node
+}
+
+var (
+	_ gofs.NodeLookuper   = (*node)(nil)
+	_ gofs.NodeReaddirer  = (*node)(nil)
+	_ gofs.NodeGetattrer  = (*node)(nil)
+	_ gofs.NodeSetattrer  = (*node)(nil)
+	_ gofs.NodeOpener     = (*node)(nil)
+	_ gofs.NodeMkdirer    = (*node)(nil)
+	_ gofs.NodeRmdirer    = (*node)(nil)
+	_ gofs.NodeUnlinker   = (*node)(nil)
+	_ gofs.NodeRenamer    = (*node)(nil)
+	_ gofs.NodeCreater    = (*node)(nil)
+	_ gofs.NodeMknoder    = (*node)(nil)
+	_ gofs.NodeSymlinker  = (*node)(nil)
+	_ gofs.NodeLinker     = (*node)(nil)
+	_ gofs.NodeSetxattrer = (*node)(nil)
+)
+
+func stable(n hfs.Node) gofs.StableAttr {
+	mode := uint32(syscall.S_IFREG)
+	if n.Mode().IsDir() {
+		mode = syscall.S_IFDIR
+	}
+	return gofs.StableAttr{Mode: mode, Ino: n.ID()}
+}
+
+func (x *node) child(ctx context.Context, c hfs.Node) *gofs.Inode {
+	return x.NewInode(ctx, &node{n: c}, stable(c))
+}
+
+func fill(ctx context.Context, n hfs.Node, a *fuse.Attr) {
+	a.Ino = n.ID()
+	a.Mode = uint32(n.Mode().Perm())
+	now := time.Now()
+	if n.Mode().IsDir() {
+		a.Mode |= syscall.S_IFDIR
+		a.Nlink = 2
+		a.SetTimes(nil, &now, &now)
+		return
+	}
+	a.Mode |= syscall.S_IFREG
+	a.Nlink = 1
+	if f, ok := n.(hfs.File); ok {
+		size, mtime := f.Stat(ctx)
+		a.Size = uint64(size)
+		a.Blocks = (a.Size + 511) / 512
+		if mtime.IsZero() {
+			mtime = now
+		}
+		a.SetTimes(nil, &mtime, &mtime)
+	}
+}
+
+func (x *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	d, ok := x.n.(hfs.Dir)
+	if !ok {
+		return nil, syscall.ENOTDIR
+	}
+	c, err := d.Lookup(ctx, name)
+	if err != nil {
+		return nil, hfs.Errno(err)
+	}
+	fill(ctx, c, &out.Attr)
+	return x.child(ctx, c), 0
+}
+
+func (x *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	d, ok := x.n.(hfs.Dir)
+	if !ok {
+		return nil, syscall.ENOTDIR
+	}
+	es, err := d.Entries(ctx)
+	if err != nil {
+		return nil, hfs.Errno(err)
+	}
+	out := make([]fuse.DirEntry, 0, len(es))
+	for _, e := range es {
+		out = append(out, fuse.DirEntry{Name: e.Name, Ino: e.Node.ID(), Mode: stable(e.Node).Mode})
+	}
+	return gofs.NewListDirStream(out), 0
+}
+
+func (x *node) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	fill(ctx, x.n, &out.Attr)
+	return 0
+}
+
+// Setattr accepts a truncate on files that take writes (the shell's `>`)
+// and time changes on files that allow them; it refuses everything else.
+func (x *node) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if _, ok := in.GetMode(); ok {
+		return syscall.EPERM
+	}
+	if _, ok := in.GetUID(); ok {
+		return syscall.EPERM
+	}
+	if _, ok := in.GetGID(); ok {
+		return syscall.EPERM
+	}
+	if size, ok := in.GetSize(); ok {
+		t, ok := x.n.(hfs.Truncater)
+		if !ok {
+			return syscall.EPERM
+		}
+		if err := t.Truncate(ctx, size); err != nil {
+			return hfs.Errno(err)
+		}
+	}
+	mt, okM := in.GetMTime()
+	_, okA := in.GetATime()
+	if okM || okA {
+		t, ok := x.n.(hfs.Toucher)
+		if !ok {
+			if _, dir := x.n.(hfs.Dir); !dir {
+				return syscall.EPERM
+			}
+		} else if err := t.Touch(mt); err != nil {
+			return hfs.Errno(err)
+		}
+	}
+	fill(ctx, x.n, &out.Attr)
+	return 0
+}
+
+func (x *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	f, ok := x.n.(hfs.File)
+	if !ok {
+		return nil, 0, syscall.EISDIR
+	}
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY && f.Mode().Perm()&0o222 == 0 {
+		return nil, 0, syscall.EACCES
+	}
+	h, err := f.Open(ctx, int(flags))
+	if err != nil {
+		return nil, 0, hfs.Errno(err)
+	}
+	var ff uint32
+	if h.DirectIO() {
+		ff |= fuse.FOPEN_DIRECT_IO
+	}
+	if h.Stream() {
+		ff |= fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_STREAM
+	}
+	return &handle{h: h}, ff, 0
+}
+
+func (x *node) Mkdir(ctx context.Context, name string, _ uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	d, ok := x.n.(hfs.MkdirDir)
+	if !ok {
+		return nil, syscall.EPERM
+	}
+	c, err := d.Mkdir(ctx, name)
+	if err != nil {
+		return nil, hfs.Errno(err)
+	}
+	fill(ctx, c, &out.Attr)
+	return x.child(ctx, c), 0
+}
+
+func (x *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	d, ok := x.n.(hfs.MkdirDir)
+	if !ok {
+		return syscall.EPERM
+	}
+	return hfs.Errno(d.Rmdir(ctx, name))
+}
+
+func (x *node) Unlink(context.Context, string) syscall.Errno { return syscall.EPERM }
+func (x *node) Rename(context.Context, string, gofs.InodeEmbedder, string, uint32) syscall.Errno {
+	return syscall.EPERM
+}
+func (x *node) Create(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, syscall.EPERM
+}
+func (x *node) Mknod(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+func (x *node) Symlink(context.Context, string, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+func (x *node) Link(context.Context, gofs.InodeEmbedder, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+func (x *node) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
+	return syscall.ENOTSUP
+}
+
+type handle struct{ h hfs.Handle }
+
+var (
+	_ gofs.FileReader   = (*handle)(nil)
+	_ gofs.FileWriter   = (*handle)(nil)
+	_ gofs.FileFlusher  = (*handle)(nil)
+	_ gofs.FileReleaser = (*handle)(nil)
+)
+
+func (f *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := f.h.Read(ctx, dest, off)
+	if err != nil {
+		return nil, hfs.Errno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (f *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := f.h.Write(ctx, data, off)
+	if err != nil {
+		return 0, hfs.Errno(err)
+	}
+	return uint32(n), 0
+}
+
+func (f *handle) Flush(ctx context.Context) syscall.Errno { return hfs.Errno(f.h.Flush(ctx)) }
+func (f *handle) Release(context.Context) syscall.Errno {
+	f.h.Release()
+	return 0
+}

@@ -1,0 +1,172 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+
+	"hypefs/backend/host"
+	"hypefs/backend/instance"
+)
+
+// Tree is the whole hypefs tree over one instance manager.
+type Tree struct {
+	m       *instance.Manager
+	version string
+	root    *staticDir
+
+	mu   sync.Mutex
+	dirs map[*instance.Instance]*instanceDir
+}
+
+// New builds the tree.
+func New(m *instance.Manager, version string) *Tree {
+	t := &Tree{m: m, version: version, dirs: map[*instance.Instance]*instanceDir{}}
+	t.root = &staticDir{base: base{id: 1, mode: os.ModeDir | 0o755}, entries: []Entry{
+		{"README", NewGenFile(func(context.Context) []byte { return []byte(manual) })},
+		{"version", NewGenFile(func(context.Context) []byte { return line(t.version) })},
+		{"host", NewGenFile(func(context.Context) []byte { return hostFile() })},
+		{"instances", &instancesDir{base: newBase(os.ModeDir | 0o755), t: t}},
+	}}
+	return t
+}
+
+// Root is the tree's root directory (id 1).
+func (t *Tree) Root() Dir { return t.root }
+
+type staticDir struct {
+	base
+	entries []Entry
+}
+
+func (d *staticDir) Lookup(_ context.Context, name string) (Node, error) {
+	for _, e := range d.entries {
+		if e.Name == name {
+			return e.Node, nil
+		}
+	}
+	return nil, syscall.ENOENT
+}
+
+func (d *staticDir) Entries(context.Context) ([]Entry, error) { return d.entries, nil }
+
+// instancesDir lists the manager's instances; mkdir and rmdir create and
+// delete them.
+type instancesDir struct {
+	base
+	t *Tree
+}
+
+func (d *instancesDir) Lookup(_ context.Context, name string) (Node, error) {
+	i := d.t.m.Get(name)
+	if i == nil {
+		return nil, syscall.ENOENT
+	}
+	return d.t.dirFor(i), nil
+}
+
+func (d *instancesDir) Entries(context.Context) ([]Entry, error) {
+	names := d.t.m.Names()
+	out := make([]Entry, 0, len(names))
+	for _, n := range names {
+		if i := d.t.m.Get(n); i != nil {
+			out = append(out, Entry{Name: n, Node: d.t.dirFor(i)})
+		}
+	}
+	return out, nil
+}
+
+func (d *instancesDir) Mkdir(_ context.Context, name string) (Node, error) {
+	i, err := d.t.m.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	return d.t.dirFor(i), nil
+}
+
+func (d *instancesDir) Rmdir(_ context.Context, name string) error {
+	i := d.t.m.Get(name)
+	if err := d.t.m.Delete(name); err != nil {
+		return err
+	}
+	d.t.mu.Lock()
+	delete(d.t.dirs, i)
+	d.t.mu.Unlock()
+	return nil
+}
+
+// dirFor returns the one directory node of an instance. A new instance of
+// the same name gets a new node, so a stale inode never shows its files.
+func (t *Tree) dirFor(i *instance.Instance) *instanceDir {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d, ok := t.dirs[i]; ok {
+		return d
+	}
+	d := newInstanceDir(i)
+	t.dirs[i] = d
+	return d
+}
+
+type instanceDir struct {
+	staticDir
+	i *instance.Instance
+}
+
+func newInstanceDir(i *instance.Instance) *instanceDir {
+	d := &instanceDir{staticDir: staticDir{base: newBase(os.ModeDir | 0o755)}, i: i}
+	d.entries = []Entry{
+		{"config", NewDocFile(instance.MaxConfig,
+			func(context.Context) []byte { return i.ConfigJSON() },
+			jsonComplete,
+			func(_ context.Context, doc []byte) error { return i.SetConfig(doc) })},
+		{"console", NewConsoleFile(
+			func() (string, bool) {
+				st := i.State()
+				return i.ConsoleSocket(), st == instance.Running || st == instance.Booting || st == instance.Paused || st == instance.Stopping
+			},
+			func(msg string) error { return i.Refuse(syscall.EIO, msg) })},
+		{"ctl", NewCtlFile(0o644,
+			func(context.Context) []byte { return line(strings.Join(i.ValidCommands(), "\n")) },
+			func(_ context.Context, b []byte) error { return i.Ctl(string(b)) })},
+		{"error", NewGenFile(func(context.Context) []byte { return line(i.ErrorText()) })},
+		{"info", NewGenFile(func(context.Context) []byte { return jsonLine(i.Info()) })},
+		{"log", NewBackedFile(i.LogPath())},
+		{"status", NewGenFile(func(context.Context) []byte { return line(i.State()) })},
+		{"vmm.log", NewBackedFile(i.VMMLogPath())},
+	}
+	sort.Slice(d.entries, func(a, b int) bool { return d.entries[a].Name < d.entries[b].Name })
+	return d
+}
+
+// jsonComplete says whether a config write holds a whole document: valid
+// JSON, or JSON broken in a way more bytes cannot mend (so the write
+// itself fails). Only a document cut short waits for more writes.
+func jsonComplete(doc []byte) bool {
+	doc = bytes.TrimSpace(doc)
+	if len(doc) == 0 {
+		return false
+	}
+	var v json.RawMessage
+	err := json.Unmarshal(doc, &v)
+	return err == nil || !strings.Contains(err.Error(), "unexpected end of JSON input")
+}
+
+func jsonLine(v any) []byte {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	return append(b, '\n')
+}
+
+func hostFile() []byte {
+	f := host.Probe()
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "os %s\narch %s\ncpus %d\nmemory %d\naccel %s\naccel_reason %s\nhypervisor %s\n",
+		f.OS, f.Arch, f.CPUs, f.MemoryBytes, f.Accel, f.AccelReason, f.Hypervisor)
+	return b.Bytes()
+}

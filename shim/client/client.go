@@ -1,0 +1,176 @@
+// Package client talks to a shim's HTTP API over its Unix socket.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"hypefs/shim/api"
+)
+
+// Errors by the status code class Cloud Hypervisor uses.
+var (
+	ErrNoVM       = errors.New("no VM")       // 404
+	ErrWrongState = errors.New("wrong state") // 405, 409
+)
+
+// Client is safe for concurrent use.
+type Client struct {
+	socket string
+	hc     *http.Client
+	// events uses its own transport so that a long stream never holds a
+	// connection the control calls need.
+	ec *http.Client
+}
+
+// New returns a client for the shim listening on socket. Nothing is dialled yet.
+func New(socket string) *Client {
+	mk := func() *http.Client {
+		return &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", socket)
+			},
+			MaxIdleConnsPerHost: 4,
+			IdleConnTimeout:     30 * time.Second,
+		}}
+	}
+	return &Client{socket: socket, hc: mk(), ec: mk()}
+}
+
+// Socket is the API socket's path.
+func (c *Client) Socket() string { return c.socket }
+
+// Close drops idle connections.
+func (c *Client) Close() {
+	c.hc.CloseIdleConnections()
+	c.ec.CloseIdleConnections()
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://shim"+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("shim %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e api.Error
+		json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		switch resp.StatusCode {
+		case http.StatusNotFound:
+			return fmt.Errorf("%w: %s", ErrNoVM, e.Error)
+		case http.StatusMethodNotAllowed, http.StatusConflict:
+			return fmt.Errorf("%w: %s", ErrWrongState, e.Error)
+		}
+		return fmt.Errorf("shim %s: %s", path, e.Error)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	io.Copy(io.Discard, resp.Body)
+	return nil
+}
+
+func (c *Client) Ping(ctx context.Context) (api.VmmPingResponse, error) {
+	var r api.VmmPingResponse
+	return r, c.do(ctx, http.MethodGet, api.PathPing, nil, &r)
+}
+
+func (c *Client) Info(ctx context.Context) (api.VmInfo, error) {
+	var r api.VmInfo
+	return r, c.do(ctx, http.MethodGet, api.PathInfo, nil, &r)
+}
+
+func (c *Client) Status(ctx context.Context) (api.Status, error) {
+	var r api.Status
+	return r, c.do(ctx, http.MethodGet, api.PathStatus, nil, &r)
+}
+
+func (c *Client) Pause(ctx context.Context) error {
+	return c.do(ctx, http.MethodPut, api.PathPause, nil, nil)
+}
+func (c *Client) Resume(ctx context.Context) error {
+	return c.do(ctx, http.MethodPut, api.PathResume, nil, nil)
+}
+func (c *Client) Reboot(ctx context.Context) error {
+	return c.do(ctx, http.MethodPut, api.PathReboot, nil, nil)
+}
+func (c *Client) PowerButton(ctx context.Context) error {
+	return c.do(ctx, http.MethodPut, api.PathPowerButton, nil, nil)
+}
+
+// Shutdown ends the VM now (Cloud Hypervisor's vm.shutdown).
+func (c *Client) Shutdown(ctx context.Context) error {
+	return c.do(ctx, http.MethodPut, api.PathShutdown, nil, nil)
+}
+
+// ShutdownVMM ends the VM, if any, and the shim.
+func (c *Client) ShutdownVMM(ctx context.Context) error {
+	return c.do(ctx, http.MethodPut, api.PathVMMShutdown, nil, nil)
+}
+
+// GracefulStop presses the power button; the shim kills the VM if it has
+// not ended after timeout.
+func (c *Client) GracefulStop(ctx context.Context, timeout time.Duration) error {
+	return c.do(ctx, http.MethodPut, api.PathGracefulStop, api.GracefulStop{TimeoutSeconds: timeout.Seconds()}, nil)
+}
+
+// Snapshot saves the paused VM into dir.
+func (c *Client) Snapshot(ctx context.Context, dir string) error {
+	return c.do(ctx, http.MethodPut, api.PathSnapshot, api.VmSnapshotConfig{DestinationURL: "file://" + dir}, nil)
+}
+
+// Events calls fn for every state change, starting with the current
+// state, until the VM ends (nil), the stream breaks or ctx ends (an error).
+func (c *Client) Events(ctx context.Context, fn func(api.Event)) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://shim"+api.PathEvents, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.ec.Do(req)
+	if err != nil {
+		return fmt.Errorf("shim events: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("shim events: %s", resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var ev api.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("shim events: %w", err)
+		}
+		fn(ev)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("shim events: %w", err)
+	}
+	return nil
+}

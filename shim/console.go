@@ -1,0 +1,142 @@
+package shim
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"sync"
+)
+
+// clientQueue bounds what one slow live reader may hold back. A reader
+// that falls this far behind is disconnected rather than slowing the guest.
+const clientQueue = 1024
+
+// console receives every byte the guest writes to its serial console: it
+// appends it to the log file, watches for the ready marker, and fans it
+// out to live readers.
+type console struct {
+	log     *os.File
+	onReady func()
+
+	mu      sync.Mutex
+	tail    []byte // last bytes seen, to find a marker split across writes
+	armed   bool   // waiting for the ready marker
+	clients map[*consoleClient]struct{}
+}
+
+type consoleClient struct {
+	conn net.Conn
+	ch   chan []byte
+	once sync.Once
+}
+
+func (c *consoleClient) close() { c.once.Do(func() { close(c.ch) }) }
+
+func newConsole(logPath string, onReady func()) (*console, error) {
+	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &console{log: f, onReady: onReady, armed: true, clients: map[*consoleClient]struct{}{}}, nil
+}
+
+// Write is the engine's console sink. It never blocks on readers.
+func (c *console) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	// The log comes first: it is the record, live readers are a courtesy.
+	c.log.Write(p)
+	buf := append([]byte(nil), p...)
+	c.mu.Lock()
+	ready := false
+	if c.armed {
+		hay := append(c.tail, p...)
+		if bytes.Contains(hay, []byte(ReadyMarker)) {
+			c.armed = false
+			ready = true
+			c.tail = nil
+		} else {
+			keep := len(ReadyMarker) - 1
+			if len(hay) > keep {
+				hay = hay[len(hay)-keep:]
+			}
+			c.tail = append(c.tail[:0], hay...)
+		}
+	}
+	for cl := range c.clients {
+		select {
+		case cl.ch <- buf:
+		default:
+			delete(c.clients, cl)
+			cl.close()
+		}
+	}
+	c.mu.Unlock()
+	if ready && c.onReady != nil {
+		c.onReady()
+	}
+	return len(p), nil
+}
+
+// rearm makes the console look for the ready marker again (after a reboot).
+func (c *console) rearm() {
+	c.mu.Lock()
+	c.armed = true
+	c.tail = nil
+	c.mu.Unlock()
+}
+
+// serve accepts live console clients: each gets the output from the moment
+// it connects, and what it sends is typed into the guest through input().
+func (c *console) serve(l net.Listener, input func() io.Writer) {
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		cl := &consoleClient{conn: conn, ch: make(chan []byte, clientQueue)}
+		c.mu.Lock()
+		c.clients[cl] = struct{}{}
+		c.mu.Unlock()
+		go func() { // output to the client
+			for b := range cl.ch {
+				if _, err := conn.Write(b); err != nil {
+					break
+				}
+			}
+			conn.Close()
+			c.mu.Lock()
+			delete(c.clients, cl)
+			c.mu.Unlock()
+			cl.close()
+		}()
+		go func() { // input from the client
+			buf := make([]byte, 4096)
+			for {
+				n, err := conn.Read(buf)
+				if n > 0 {
+					if w := input(); w != nil {
+						w.Write(buf[:n])
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
+			// The client closed its side: it may still be reading (a
+			// half-close), so only drop it once its writer is done.
+		}()
+	}
+}
+
+// closeClients ends every live reader (the VM has ended).
+func (c *console) closeClients() {
+	c.mu.Lock()
+	for cl := range c.clients {
+		delete(c.clients, cl)
+		cl.close()
+	}
+	c.mu.Unlock()
+}

@@ -1,0 +1,367 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"hypefs/backend/host"
+	"hypefs/internal/atomicfile"
+	"hypefs/shim/api"
+	"hypefs/shim/engine"
+)
+
+// Shim supervises one VM.
+type Shim struct {
+	cfg     *Config
+	eng     engine.Engine
+	log     *slog.Logger
+	started time.Time
+	bootID  string
+
+	console  *console
+	apiL     net.Listener
+	consoleL net.Listener
+	srv      *http.Server
+
+	mu      sync.Mutex
+	m       engine.Machine
+	state   string
+	before  string // state to go back to on resume
+	ready   *time.Time
+	exit    *ExitRecord
+	detail  string // why the VM is ending, set by graceful stop
+	subs    map[chan api.Event]struct{}
+	stopReq bool // someone asked the VM to end
+
+	done chan struct{} // closed once the exit record is written
+}
+
+// Start listens on the shim's sockets, boots the VM and writes the shim's
+// record. When it returns without error the VM runs and the API answers.
+func Start(ctx context.Context, cfg *Config, eng engine.Engine, log *slog.Logger) (*Shim, error) {
+	s := &Shim{
+		cfg: cfg, eng: eng, log: log, started: time.Now().UTC(), bootID: host.BootID(),
+		state: api.Booting, subs: map[chan api.Event]struct{}{}, done: make(chan struct{}),
+	}
+	os.Remove(cfg.ExitPath)
+	var err error
+	if s.console, err = newConsole(cfg.LogPath, s.guestReady); err != nil {
+		return nil, fmt.Errorf("open console log: %w", err)
+	}
+	if s.apiL, err = listenUnix(cfg.APISocket); err != nil {
+		return nil, err
+	}
+	if s.consoleL, err = listenUnix(cfg.ConsoleSocket); err != nil {
+		s.apiL.Close()
+		return nil, err
+	}
+	spec := cfg.Engine
+	if cfg.MachineIDPath != "" {
+		if id, err := os.ReadFile(cfg.MachineIDPath); err == nil && len(id) > 0 {
+			spec.MachineID = id
+		}
+	}
+	m, err := eng.Boot(ctx, spec, s.console)
+	if err != nil {
+		s.closeSockets()
+		return nil, fmt.Errorf("boot: %w", err)
+	}
+	s.m = m
+	if id := m.MachineID(); cfg.MachineIDPath != "" && len(id) > 0 {
+		if err := atomicfile.WriteFile(cfg.MachineIDPath, id, 0o644); err != nil {
+			log.Warn("persist machine id", "err", err)
+		}
+	}
+	rec := Record{
+		APIVersion: APIVersion, ShimPID: os.Getpid(), HypervisorPID: m.PID(), BootID: s.bootID,
+		Started: s.started, Hypervisor: eng.Name(), Accel: spec.Accel,
+	}
+	if err := atomicfile.WriteJSON(cfg.RecordPath, rec, 0o644); err != nil {
+		m.Stop(context.Background())
+		s.closeSockets()
+		return nil, fmt.Errorf("write shim record: %w", err)
+	}
+	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	go s.srv.Serve(s.apiL)
+	go s.console.serve(s.consoleL, func() io.Writer { return s.machine().Console() })
+	go s.watch()
+	return s, nil
+}
+
+// Done is closed when the VM has ended and the exit record is written.
+func (s *Shim) Done() <-chan struct{} { return s.done }
+
+// Close stops serving: it removes the sockets first, so that nobody dials
+// a shim that is going away, then ends the API server.
+func (s *Shim) Close() {
+	s.closeSockets()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if s.srv != nil {
+		s.srv.Shutdown(ctx)
+	}
+}
+
+func (s *Shim) closeSockets() {
+	os.Remove(s.cfg.APISocket)
+	os.Remove(s.cfg.ConsoleSocket)
+	if s.apiL != nil {
+		s.apiL.Close()
+	}
+	if s.consoleL != nil {
+		s.consoleL.Close()
+	}
+}
+
+func (s *Shim) machine() engine.Machine {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m
+}
+
+// watch waits for the VM to end, then records how.
+func (s *Shim) watch() {
+	<-s.m.Done()
+	ex := s.m.Exit()
+	s.mu.Lock()
+	state := api.Stopped
+	if ex.Crashed && !s.stopReq {
+		state = api.Crashed
+	}
+	rec := &ExitRecord{Exit: ex, State: state, ShimPID: os.Getpid(), Started: s.started, Detail: s.detail}
+	s.exit = rec
+	s.mu.Unlock()
+	if err := atomicfile.WriteJSON(s.cfg.ExitPath, rec, 0o644); err != nil {
+		s.log.Error("write exit record", "err", err)
+	}
+	detail := ex.Reason
+	if rec.Detail != "" {
+		detail = rec.Detail
+	}
+	s.setState(state, detail)
+	s.console.closeClients()
+	s.mu.Lock()
+	for ch := range s.subs {
+		delete(s.subs, ch)
+		close(ch)
+	}
+	s.mu.Unlock()
+	close(s.done)
+}
+
+func (s *Shim) guestReady() {
+	now := time.Now().UTC()
+	s.mu.Lock()
+	s.ready = &now
+	change := s.state == api.Booting
+	if s.state == api.Paused && s.before == api.Booting {
+		s.before = api.Running
+	}
+	s.mu.Unlock()
+	if change {
+		s.setStateIf(api.Booting, api.Running, "guest ready")
+	}
+}
+
+func (s *Shim) setState(state, detail string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setStateLocked(state, detail)
+}
+
+func (s *Shim) setStateIf(from, to, detail string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != from {
+		return false
+	}
+	s.setStateLocked(to, detail)
+	return true
+}
+
+func (s *Shim) setStateLocked(state, detail string) {
+	s.state = state
+	ev := api.Event{Time: time.Now().UTC(), State: state, Detail: detail}
+	for ch := range s.subs {
+		select {
+		case ch <- ev:
+		default: // a subscriber this far behind asks for hypefs.status again
+		}
+	}
+}
+
+// ended reports whether the VM is over.
+func (s *Shim) ended() bool {
+	select {
+	case <-s.m.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+var errState = errors.New("wrong state")
+
+func (s *Shim) pause(ctx context.Context) error {
+	s.mu.Lock()
+	st := s.state
+	s.mu.Unlock()
+	if st != api.Running && st != api.Booting {
+		return fmt.Errorf("%w: the VM is %s", errState, st)
+	}
+	if err := s.m.Pause(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.before = st
+	s.setStateLocked(api.Paused, "")
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Shim) resume(ctx context.Context) error {
+	s.mu.Lock()
+	st, back := s.state, s.before
+	s.mu.Unlock()
+	if st != api.Paused {
+		return fmt.Errorf("%w: the VM is %s, not paused", errState, st)
+	}
+	if err := s.m.Resume(ctx); err != nil {
+		return err
+	}
+	if back == "" {
+		back = api.Running
+	}
+	s.setStateIf(api.Paused, back, "")
+	return nil
+}
+
+func (s *Shim) reboot(ctx context.Context) error {
+	s.mu.Lock()
+	st := s.state
+	s.mu.Unlock()
+	if st != api.Running && st != api.Booting {
+		return fmt.Errorf("%w: the VM is %s", errState, st)
+	}
+	s.console.rearm()
+	if err := s.m.Reboot(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.ready = nil
+	s.setStateLocked(api.Booting, "reboot")
+	s.mu.Unlock()
+	return nil
+}
+
+// stop ends the VM now (vm.shutdown).
+func (s *Shim) stop(ctx context.Context, detail string) error {
+	if s.ended() {
+		return nil
+	}
+	s.mu.Lock()
+	s.stopReq = true
+	if detail != "" {
+		s.detail = detail
+	}
+	s.mu.Unlock()
+	return s.m.Stop(ctx)
+}
+
+// gracefulStop presses the power button and ends the VM if it is still
+// there after timeout, saying so in the exit record. It returns at once.
+func (s *Shim) gracefulStop(ctx context.Context, timeout time.Duration) error {
+	s.mu.Lock()
+	st := s.state
+	s.mu.Unlock()
+	switch st {
+	case api.Paused:
+		return fmt.Errorf("%w: the VM is paused (resume it first, or kill it)", errState)
+	case api.Stopping:
+		return nil
+	}
+	s.mu.Lock()
+	s.stopReq = true
+	s.mu.Unlock()
+	if err := s.m.PowerButton(ctx); err != nil {
+		return err
+	}
+	s.setState(api.Stopping, "power button pressed")
+	go func() {
+		select {
+		case <-s.m.Done():
+		case <-time.After(timeout):
+			msg := fmt.Sprintf("the guest did not shut down within %s after the power button; it was killed", timeout)
+			s.stop(context.Background(), msg)
+		}
+	}()
+	return nil
+}
+
+func (s *Shim) status() api.Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := api.Status{
+		State: s.state, Hypervisor: s.eng.Name(), Accel: s.cfg.Engine.Accel, ShimPID: os.Getpid(),
+		HypervisorPID: s.m.PID(), BootID: s.bootID, Started: s.started, Ready: s.ready,
+	}
+	if s.exit != nil {
+		ex := s.exit.Exit
+		st.Exit = &ex
+	}
+	return st
+}
+
+func (s *Shim) subscribe() (chan api.Event, api.Event) {
+	ch := make(chan api.Event, 64)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first := api.Event{Time: time.Now().UTC(), State: s.state}
+	if s.exit == nil {
+		s.subs[ch] = struct{}{}
+	} else {
+		close(ch)
+	}
+	return ch, first
+}
+
+func (s *Shim) unsubscribe(ch chan api.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.subs[ch]; ok {
+		delete(s.subs, ch)
+		close(ch)
+	}
+}
+
+// listenUnix binds a socket, replacing a stale one: a socket file that no
+// one answers on is removed; one that answers means another shim lives.
+func listenUnix(path string) (net.Listener, error) {
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("listen %s: another process is serving it", path)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("listen %s: exists and is not a socket", path)
+		}
+		os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	os.Chmod(path, 0o600)
+	return l, nil
+}
+
+// Stop ends the VM now, recording detail as the reason.
+func (s *Shim) Stop(ctx context.Context, detail string) error { return s.stop(ctx, detail) }
