@@ -30,6 +30,7 @@ type Config struct {
 	Hypervisor    string      `json:"hypervisor"`     // "qemu" or "vz"
 	APISocket     string      `json:"api_socket"`     // HTTP API
 	ConsoleSocket string      `json:"console_socket"` // live console: output from connect on; input typed into the guest
+	VsockSocket   string      `json:"vsock_socket"`   // CONNECT-port proxy, where the engine has vsock
 	LogPath       string      `json:"log_path"`       // the console log, appended to
 	RecordPath    string      `json:"record_path"`    // Record, written before ready
 	ExitPath      string      `json:"exit_path"`      // ExitRecord, written when the VM ends

@@ -16,7 +16,14 @@ import (
 	"hypefs/internal/atomicfile"
 	"hypefs/shim/api"
 	"hypefs/shim/engine"
+	"hypefs/shim/vsockproxy"
 )
+
+// VsockDialer is implemented by machines whose guests have vsock; the
+// shim then serves the CONNECT-port proxy on Config.VsockSocket.
+type VsockDialer interface {
+	DialVsock(ctx context.Context, port uint32) (net.Conn, error)
+}
 
 // Shim supervises one VM.
 type Shim struct {
@@ -30,6 +37,7 @@ type Shim struct {
 	apiL     net.Listener
 	consoleL net.Listener
 	srv      *http.Server
+	vsock    *vsockproxy.Server
 
 	mu      sync.Mutex
 	m       engine.Machine
@@ -89,6 +97,16 @@ func Start(ctx context.Context, cfg *Config, eng engine.Engine, log *slog.Logger
 		s.closeSockets()
 		return nil, fmt.Errorf("write shim record: %w", err)
 	}
+	if vd, ok := m.(VsockDialer); ok && cfg.VsockSocket != "" {
+		l, err := listenUnix(cfg.VsockSocket)
+		if err != nil {
+			m.Stop(context.Background())
+			s.closeSockets()
+			return nil, err
+		}
+		s.vsock = &vsockproxy.Server{Dial: vd.DialVsock}
+		go s.vsock.Serve(l)
+	}
 	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	go s.srv.Serve(s.apiL)
 	go s.console.serve(s.consoleL, func() io.Writer { return s.machine().Console() })
@@ -113,6 +131,10 @@ func (s *Shim) Close() {
 func (s *Shim) closeSockets() {
 	os.Remove(s.cfg.APISocket)
 	os.Remove(s.cfg.ConsoleSocket)
+	if s.vsock != nil {
+		os.Remove(s.cfg.VsockSocket)
+		s.vsock.Close()
+	}
 	if s.apiL != nil {
 		s.apiL.Close()
 	}

@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/xi2/xz"
 )
@@ -134,6 +135,8 @@ func FetchDeb(ctx context.Context, kernelsDir, debPath string) (version string, 
 	if err := os.MkdirAll(kernelsDir, 0o755); err != nil {
 		return "", err
 	}
+	// Leftovers of fetches that crashed; a live fetch takes seconds.
+	prune(kernelsDir, time.Hour)
 	tmp, err := os.MkdirTemp(kernelsDir, ".tmp-"+version+"-")
 	if err != nil {
 		return "", err
@@ -167,9 +170,12 @@ func debField(ctx context.Context, deb, field string) (string, error) {
 // debContents is what one pass over the package's data gathers.
 type debContents struct {
 	vmlinuz []byte
-	info    map[string]modInfo // by module name
-	ko      map[string][]byte  // contents of the modules we keep
-	builtin map[string]bool
+	// onVmlinuz is called once vmlinuz has been read, so that unpacking
+	// the kernel overlaps with reading the modules.
+	onVmlinuz func([]byte)
+	info      map[string]modInfo // by module name
+	ko        map[string][]byte  // contents of the modules we keep
+	builtin   map[string]bool
 }
 
 // extractDeb writes the kernel, the guest modules and their order into dir.
@@ -178,9 +184,22 @@ func extractDeb(ctx context.Context, deb, version, arch, dir string) error {
 	for _, m := range guestModules {
 		roots[m] = true
 	}
+	for _, m := range likelyDeps {
+		roots[m] = true
+	}
 	c := &debContents{info: map[string]modInfo{}, ko: map[string][]byte{}, builtin: map[string]bool{}}
+	kernelErr := make(chan error, 1)
+	c.onVmlinuz = func(b []byte) {
+		go func() { kernelErr <- writeKernel(b, arch, filepath.Join(dir, kernelFile(arch))) }()
+	}
 	keep := func(name string) bool { return roots[name] }
-	if err := walkDeb(ctx, deb, version, c, keep); err != nil {
+	err := walkDeb(ctx, deb, version, c, keep)
+	if c.vmlinuz != nil {
+		if kerr := <-kernelErr; err == nil {
+			err = kerr
+		}
+	}
+	if err != nil {
 		return err
 	}
 	if c.vmlinuz == nil {
@@ -190,8 +209,8 @@ func extractDeb(ctx context.Context, deb, version, arch, dir string) error {
 	if err != nil {
 		return err
 	}
-	// The roots normally are the whole closure; a second pass picks up
-	// dependencies that a newer kernel may have added.
+	// Roots and likelyDeps normally are the whole closure; a second pass
+	// picks up dependencies that a newer kernel may have added.
 	need := map[string]bool{}
 	for _, m := range order {
 		if c.ko[m] == nil {
@@ -204,24 +223,38 @@ func extractDeb(ctx context.Context, deb, version, arch, dir string) error {
 		}
 	}
 
-	if err := writeKernel(c.vmlinuz, arch, filepath.Join(dir, kernelFile(arch))); err != nil {
-		return err
-	}
 	if err := os.Mkdir(filepath.Join(dir, modulesDir), 0o755); err != nil {
 		return err
 	}
 	for _, m := range order {
-		if err := os.WriteFile(filepath.Join(dir, modulesDir, m+".ko"), c.ko[m], 0o644); err != nil {
+		if err := writeFileSync(filepath.Join(dir, modulesDir, m+".ko"), c.ko[m]); err != nil {
 			return err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, orderFile), []byte(lines(order)), 0o644); err != nil {
+	if err := writeFileSync(filepath.Join(dir, orderFile), []byte(lines(order))); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, missingFile), []byte(lines(missing)), 0o644); err != nil {
+	if err := writeFileSync(filepath.Join(dir, missingFile), []byte(lines(missing))); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, archFile), []byte(arch+"\n"), 0o644)
+	return writeFileSync(filepath.Join(dir, archFile), []byte(arch+"\n"))
+}
+
+// writeFileSync writes a file of a kernel being assembled and syncs it:
+// the directory's rename promises complete contents, even after a crash.
+func writeFileSync(file string, b []byte) error {
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func lines(ss []string) string {
@@ -271,10 +304,12 @@ func walkTar(r io.Reader, version string, c *debContents, keep func(string) bool
 			continue
 		}
 		switch {
-		case name == "boot/vmlinuz-"+version:
+		case name == "boot/vmlinuz-"+version && c.vmlinuz == nil:
 			if c.vmlinuz, err = io.ReadAll(tr); err != nil {
+				c.vmlinuz = nil
 				return fmt.Errorf("%s: %w", name, err)
 			}
+			c.onVmlinuz(c.vmlinuz)
 		case name == modRoot+"modules.builtin":
 			b, err := io.ReadAll(tr)
 			if err != nil {

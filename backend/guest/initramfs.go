@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -297,8 +296,10 @@ func atomicWrite(file string, fill func(io.Writer) error) error {
 	return err
 }
 
-// prune removes images and refs not used for a while. An image is only
-// read when QEMU starts, so one older than age is not in use.
+// prune removes, from dir, initramfs images, refs and temp files older
+// than age. QEMU reads an image only when it starts, so an old image is
+// not in use, and one still wanted is rebuilt; temp files that old are
+// left by crashed writers.
 func prune(dir string, age time.Duration) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -311,9 +312,7 @@ func prune(dir string, age time.Duration) {
 		}
 		n := e.Name()
 		if strings.HasSuffix(n, ".cpio.gz") || strings.HasSuffix(n, ".ref") || strings.HasPrefix(n, ".tmp-") {
-			if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				continue
-			}
+			os.RemoveAll(filepath.Join(dir, n)) // best effort
 		}
 	}
 }

@@ -30,6 +30,13 @@ var guestModules = []string{
 	"button", "evdev",
 }
 
+// likelyDeps are dependencies of guestModules that are not roots
+// themselves (erofs needs libcrc32c in 6.1). Naming them lets FetchDeb
+// keep their bytes on its first pass over the package instead of
+// streaming the 400 MB of modules a second time; a wrong list only costs
+// that second pass.
+var likelyDeps = []string{"libcrc32c"}
+
 // loadOrder returns roots plus everything they depend on (depends=), each
 // module after its dependencies and otherwise in the order first met.
 // Roots that are neither in info nor built in are returned in missing

@@ -102,6 +102,7 @@ func (i *Instance) boot(cfg Config) error {
 		Hypervisor:    host.DefaultHypervisor(),
 		APISocket:     filepath.Join(runDir, layout.APISock),
 		ConsoleSocket: filepath.Join(runDir, layout.ConsoleSock),
+		VsockSocket:   filepath.Join(runDir, layout.VsockSock),
 		LogPath:       i.LogPath(),
 		RecordPath:    filepath.Join(runDir, layout.ShimRecord),
 		ExitPath:      m.lay.InstanceFile(i.name, layout.ExitFile),

@@ -98,7 +98,7 @@ func (c *Config) set(key string, v json.RawMessage) error {
 		}
 	case "cpus":
 		var n json.Number
-		if err := json.Unmarshal(v, &n); err != nil {
+		if kind(v) != "a number" || json.Unmarshal(v, &n) != nil {
 			return bad("must be a whole number, got %s", kind(v))
 		}
 		i, err := strconv.Atoi(n.String())
@@ -202,7 +202,7 @@ func (c *Config) set(key string, v json.RawMessage) error {
 // "1.5G", "2048" (unit), and returns MiB.
 func parseSize(v json.RawMessage, unit string) (int64, error) {
 	var n json.Number
-	if err := json.Unmarshal(v, &n); err == nil {
+	if kind(v) == "a number" && json.Unmarshal(v, &n) == nil {
 		i, err := strconv.ParseInt(n.String(), 10, 64)
 		if err != nil || i <= 0 {
 			return 0, fmt.Errorf("must be a positive whole number of MiB or a string such as \"512M\", got %s", n)

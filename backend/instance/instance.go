@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -235,7 +236,11 @@ func (i *Instance) Ctl(line string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	wrong := func() error {
-		return i.fail(errf(syscall.EBUSY, "%s: not possible while the instance is %s (valid now: %s)", cmd, st, strings.Join(i.ValidCommands(), ", ")))
+		valid := strings.Join(i.ValidCommands(), ", ")
+		if valid == "" {
+			valid = "none until a config is written"
+		}
+		return i.fail(errf(syscall.EBUSY, "%s: not possible while the instance is %s (valid now: %s)", cmd, st, valid))
 	}
 	switch cmd {
 	case "start":
@@ -355,6 +360,9 @@ func (i *Instance) Info() Info {
 	if r := i.shimRec; r != nil {
 		in.Accel, in.Hypervisor, in.ShimPID, in.HypervisorPID = r.Accel, r.Hypervisor, r.ShimPID, r.HypervisorPID
 		in.APISocket = i.m.lay.RunFile(i.name, layout.APISock)
+		if _, err := os.Stat(i.m.lay.RunFile(i.name, layout.VsockSock)); err == nil {
+			in.VsockSocket = i.m.lay.RunFile(i.name, layout.VsockSock)
+		}
 	}
 	return in
 }

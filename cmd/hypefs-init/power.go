@@ -25,31 +25,42 @@ const inputEventSize = 24
 // watchPowerButton returns a channel that receives when any input device
 // reports KEY_POWER pressed. On microvm, QMP system_powerdown raises an
 // ACPI GED event that the button module turns into KEY_POWER, and evdev
-// exposes it as /dev/input/event*. Devices can show up a little after
-// their module is loaded, so the scan is repeated for a few seconds.
+// exposes it as /dev/input/event*. The device node shows up a moment
+// after the module loads; a press before it is open is lost, so this
+// waits (at most 2 s) until one is open before returning: the host may
+// press the button as soon as it reads "guest ready". Later devices are
+// picked up by a rescan for a few seconds.
 func watchPowerButton() <-chan struct{} {
 	ch := make(chan struct{}, 1)
-	go func() {
-		seen := map[string]bool{}
-		for i := 0; i < 10; i++ {
-			paths, _ := filepath.Glob("/dev/input/event*")
-			for _, p := range paths {
-				if !seen[p] {
-					seen[p] = true
-					go readPowerKey(p, ch)
-				}
+	seen := map[string]bool{}
+	scan := func() int {
+		paths, _ := filepath.Glob("/dev/input/event*")
+		for _, p := range paths {
+			if seen[p] {
+				continue
 			}
+			f, err := os.Open(p)
+			if err != nil {
+				continue
+			}
+			seen[p] = true
+			go readPowerKey(f, ch)
+		}
+		return len(seen)
+	}
+	for deadline := time.Now().Add(2 * time.Second); scan() == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	go func() {
+		for i := 0; i < 10; i++ {
 			time.Sleep(time.Duration(i+1) * 100 * time.Millisecond)
+			scan()
 		}
 	}()
 	return ch
 }
 
-func readPowerKey(path string, ch chan<- struct{}) {
-	f, err := os.Open(path)
-	if err != nil {
-		return
-	}
+func readPowerKey(f *os.File, ch chan<- struct{}) {
 	defer f.Close()
 	buf := make([]byte, inputEventSize*16)
 	for {

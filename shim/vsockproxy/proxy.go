@@ -1,0 +1,278 @@
+// Package vsockproxy serves the shim's vsock proxy socket: a client sends
+// "CONNECT <port>\n", the proxy opens a connection to that vsock port of the
+// guest and answers "OK <port>\n", then bytes flow both ways until both
+// directions have closed.
+//
+// The protocol is Cloud Hypervisor's and Firecracker's, so their clients work
+// unchanged. How the guest connection is opened is the caller's business (a
+// Dial function): Virtualization.framework hands out one connection per
+// Connect call on macOS; an AF_VSOCK socket or a virtio-serial channel may do
+// it on Linux.
+package vsockproxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DialFunc opens a connection to a vsock port of the guest.
+type DialFunc func(ctx context.Context, port uint32) (net.Conn, error)
+
+// Defaults for the zero values of Server's timeouts.
+const (
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultDialTimeout      = 5 * time.Second
+)
+
+// maxRequestLine bounds the CONNECT line: "CONNECT 4294967295\n" is 19
+// bytes. A client that sends more without a newline is refused instead of
+// making the proxy buffer without end.
+const maxRequestLine = 64
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("vsock proxy closed")
+
+// Server accepts proxy clients on a listener (normally a Unix socket).
+//
+// Every client gets deadlines for the handshake and the dial, so a client
+// that stalls or closes halfway through a CONNECT line costs one goroutine
+// for at most HandshakeTimeout and never affects other clients.
+type Server struct {
+	Dial DialFunc
+	// HandshakeTimeout bounds reading the CONNECT line and writing the OK
+	// reply; 0 means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// DialTimeout bounds Dial; 0 means DefaultDialTimeout.
+	DialTimeout time.Duration
+	// Logf, when set, receives one line per refused or failed client.
+	Logf func(format string, args ...any)
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	wg        sync.WaitGroup
+}
+
+// Serve accepts clients on l until l fails or Close is called; it then
+// returns ErrServerClosed (after Close) or the accept error. Serve closes l.
+func (s *Server) Serve(l net.Listener) error {
+	if !s.track(l) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer s.untrack(l)
+	defer l.Close()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("accept vsock proxy client: %w", err)
+		}
+		if !s.startClient(c) {
+			c.Close()
+			return ErrServerClosed
+		}
+		go func() {
+			defer s.wg.Done()
+			defer s.untrackConn(c)
+			s.handle(c)
+		}()
+	}
+}
+
+// Close stops every Serve, closes every open client and guest connection
+// and waits for their goroutines to end.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) handle(client net.Conn) {
+	defer client.Close()
+	br := bufio.NewReaderSize(client, maxRequestLine)
+	hs := s.HandshakeTimeout
+	if hs <= 0 {
+		hs = DefaultHandshakeTimeout
+	}
+	client.SetDeadline(time.Now().Add(hs))
+	port, err := readConnect(br)
+	if err != nil {
+		s.logf("vsock proxy: refused client: %v", err)
+		return
+	}
+
+	dt := s.DialTimeout
+	if dt <= 0 {
+		dt = DefaultDialTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dt)
+	guest, err := s.Dial(ctx, port)
+	cancel()
+	if err != nil {
+		s.logf("vsock proxy: connect to guest port %d: %v", port, err)
+		return
+	}
+	if !s.trackConn(guest) {
+		guest.Close()
+		return
+	}
+	defer s.untrackConn(guest)
+	defer guest.Close()
+
+	// The reply gets a deadline of its own (the dial may have used up the
+	// handshake's): a client that stops reading cannot hold the proxy here.
+	client.SetDeadline(time.Now().Add(hs))
+	if _, err := fmt.Fprintf(client, "OK %d\n", port); err != nil {
+		s.logf("vsock proxy: reply to client for port %d: %v", port, err)
+		return
+	}
+	client.SetDeadline(time.Time{})
+	// Bytes the client sent right behind the CONNECT line are already in
+	// br; they belong to the guest.
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		if _, err := guest.Write(b); err != nil {
+			s.logf("vsock proxy: forward to guest port %d: %v", port, err)
+			return
+		}
+	}
+	pump(client, guest)
+}
+
+// readConnect reads and parses "CONNECT <port>\n".
+func readConnect(br *bufio.Reader) (uint32, error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return 0, fmt.Errorf("request line longer than %d bytes", maxRequestLine)
+		}
+		if errors.Is(err, io.EOF) {
+			return 0, errors.New("client closed before a complete CONNECT line")
+		}
+		return 0, fmt.Errorf("read CONNECT line: %w", err)
+	}
+	req := strings.TrimRight(string(line), "\r\n")
+	verb, arg, ok := strings.Cut(req, " ")
+	if !ok || verb != "CONNECT" {
+		return 0, fmt.Errorf("request %q is not \"CONNECT <port>\"", req)
+	}
+	port, err := strconv.ParseUint(strings.TrimSpace(arg), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("port %q in CONNECT request: not a 32-bit unsigned number", arg)
+	}
+	return uint32(port), nil
+}
+
+// pump copies both ways until both directions are done. A clean EOF on
+// one side is passed on as a half-close (when the other side supports
+// CloseWrite), so request/response clients that shut their write side
+// still get their answer. An error in either direction tears both down.
+func pump(client, guest net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	one := func(dst, src net.Conn) {
+		defer wg.Done()
+		_, err := io.Copy(dst, src)
+		if err != nil {
+			client.Close()
+			guest.Close()
+			return
+		}
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	}
+	go one(guest, client)
+	go one(client, guest)
+	wg.Wait()
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.Logf != nil {
+		s.Logf(format, args...)
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Server) track(l net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+	}
+	s.listeners[l] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(l net.Listener) {
+	s.mu.Lock()
+	delete(s.listeners, l)
+	s.mu.Unlock()
+}
+
+// startClient tracks c and counts its goroutine in one critical section,
+// so Close never waits on a WaitGroup that is still being added to.
+func (s *Server) startClient(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) trackConn(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrackConn(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
