@@ -44,6 +44,13 @@ type Dir interface {
 	Entries(ctx context.Context) ([]Entry, error)
 }
 
+// FixedDir is a directory whose entries never change while it exists;
+// adapters may let clients cache its names.
+type FixedDir interface {
+	Dir
+	Fixed()
+}
+
 // MkdirDir is a directory whose children users create and remove.
 type MkdirDir interface {
 	Dir

@@ -56,6 +56,9 @@ func (d *staticDir) Lookup(_ context.Context, name string) (Node, error) {
 
 func (d *staticDir) Entries(context.Context) ([]Entry, error) { return d.entries, nil }
 
+// Fixed marks staticDir as a FixedDir.
+func (d *staticDir) Fixed() {}
+
 // instancesDir lists the manager's instances; mkdir and rmdir create and
 // delete them.
 type instancesDir struct {

@@ -55,8 +55,12 @@ type Instance struct {
 	m    *Manager
 	name string
 
+	saveMu  sync.Mutex // orders state file writes; taken before mu
+	written uint64     // version on disk (under saveMu)
+
 	mu       sync.Mutex
 	rec      record
+	version  uint64 // bumped on every change of rec
 	shimRec  *shim.Record
 	client   *client.Client
 	stopWait context.CancelFunc // ends the event follower
@@ -145,14 +149,34 @@ func (i *Instance) setState(state, detail string) {
 	i.m.changed(i.name, state, detail)
 }
 
+// saveLocked records that the state file must be written. The write
+// happens off the caller's path (the manager's saver): a live VM's state
+// is the shim's to tell after a restart, so a crash before the save loses
+// nothing, and `echo pause > ctl` need not wait for two fsyncs. Callers
+// that need the file on disk before they answer call saveNow after
+// unlocking.
 func (i *Instance) saveLocked() {
-	if i.deleted {
+	i.rec.Updated = time.Now().UTC()
+	i.version++
+	i.m.saveSoon(i)
+}
+
+// saveNow writes the newest state if it is not on disk yet. Writes are
+// ordered by the save lock and never replace a newer state with an older.
+func (i *Instance) saveNow() {
+	i.saveMu.Lock()
+	defer i.saveMu.Unlock()
+	i.mu.Lock()
+	r, v, gone := i.rec, i.version, i.deleted
+	i.mu.Unlock()
+	if gone || v <= i.written {
 		return
 	}
-	i.rec.Updated = time.Now().UTC()
-	if err := atomicfile.WriteJSON(i.m.lay.InstanceFile(i.name, layout.StateFile), i.rec, 0o644); err != nil {
+	if err := atomicfile.WriteJSON(i.m.lay.InstanceFile(i.name, layout.StateFile), r, 0o644); err != nil {
 		i.m.log.Error("save instance state", "instance", i.name, "err", err)
+		return
 	}
+	i.written = v
 }
 
 // SetConfig validates and stores a config write. A valid config written
@@ -181,6 +205,7 @@ func (i *Instance) SetConfig(raw []byte) error {
 	}
 	i.saveLocked()
 	i.mu.Unlock()
+	i.saveNow() // the config is on disk before the write returns
 	if st == New {
 		i.m.changed(i.name, Created, "config accepted")
 	}

@@ -62,6 +62,46 @@ type Manager struct {
 	mu        sync.Mutex
 	instances map[string]*Instance
 	wg        sync.WaitGroup
+
+	saveMu  sync.Mutex
+	dirty   map[*Instance]bool
+	saveReq chan struct{}
+	saverWG sync.WaitGroup
+}
+
+// saveSoon asks the saver to write an instance's state file.
+func (m *Manager) saveSoon(i *Instance) {
+	m.saveMu.Lock()
+	m.dirty[i] = true
+	m.saveMu.Unlock()
+	select {
+	case m.saveReq <- struct{}{}:
+	default:
+	}
+}
+
+// saver writes dirty state files, coalescing bursts, until Close; then it
+// writes what is left.
+func (m *Manager) saver() {
+	defer m.saverWG.Done()
+	flush := func() {
+		m.saveMu.Lock()
+		batch := m.dirty
+		m.dirty = map[*Instance]bool{}
+		m.saveMu.Unlock()
+		for i := range batch {
+			i.saveNow()
+		}
+	}
+	for {
+		select {
+		case <-m.saveReq:
+			flush()
+		case <-m.ctx.Done():
+			flush()
+			return
+		}
+	}
 }
 
 // Open loads every instance under the data directory and reattaches to
@@ -89,9 +129,12 @@ func Open(opts Options) (*Manager, error) {
 		lay: opts.Layout, binDir: opts.BinDir, busybox: opts.Busybox, log: opts.Log,
 		shutdownTimeout: opts.ShutdownTimeout, onEvent: opts.OnEvent,
 		ctx: ctx, cancel: cancel, instances: map[string]*Instance{},
+		dirty: map[*Instance]bool{}, saveReq: make(chan struct{}, 1),
 	}
+	m.saverWG.Add(1)
+	go m.saver()
 	if err := m.load(); err != nil {
-		cancel()
+		m.Close()
 		return nil, err
 	}
 	return m, nil
@@ -110,6 +153,7 @@ func (m *Manager) Close() {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
+	m.saverWG.Wait()
 }
 
 // Layout is where the manager keeps things.
@@ -164,6 +208,7 @@ func (m *Manager) Create(name string) (*Instance, error) {
 	i.mu.Lock()
 	i.saveLocked()
 	i.mu.Unlock()
+	i.saveNow()
 	atomicfile.SyncDir(m.lay.InstancesDir())
 	m.instances[name] = i
 	go m.changed(name, New, "created")
@@ -192,6 +237,9 @@ func (m *Manager) Delete(name string) error {
 	m.mu.Lock()
 	delete(m.instances, name)
 	m.mu.Unlock()
+	// Wait for a state file write in flight; later ones see deleted.
+	i.saveMu.Lock()
+	i.saveMu.Unlock()
 	os.RemoveAll(m.lay.RunDir(name))
 	// Rename first, so that a crash mid-removal never leaves a directory
 	// that loads as a half instance.

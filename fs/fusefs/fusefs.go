@@ -20,6 +20,10 @@ import (
 	hfs "hypefs/fs"
 )
 
+// fixedEntryTimeout is how long the kernel may keep a name in a fixed
+// directory (the root, an instance's directory).
+const fixedEntryTimeout = time.Hour
+
 type node struct {
 	gofs.Inode
 	n hfs.Node
@@ -87,6 +91,11 @@ func (x *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, hfs.Errno(err)
 	}
 	fill(ctx, c, &out.Attr)
+	if _, fixed := d.(hfs.FixedDir); fixed {
+		// A fixed directory's names never change while it exists, so
+		// the kernel may keep them; attributes are still asked for anew.
+		out.SetEntryTimeout(fixedEntryTimeout)
+	}
 	return x.child(ctx, c), 0
 }
 
