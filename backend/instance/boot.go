@@ -87,6 +87,19 @@ func (i *Instance) boot(cfg Config) error {
 		// microvm under TCG hangs calibrating the TSC without it.
 		cmdline += " tsc_early_khz=" + strconv.Itoa(f.TSCkHz)
 	}
+	plan := &Plan{Facts: map[string]string{}}
+	for _, p := range m.parts {
+		if err := p.Prepare(ctx, i.name, cfg, plan); err != nil {
+			i.partsEnded()
+			return err
+		}
+	}
+	i.mu.Lock()
+	i.rec.Facts = plan.Facts
+	i.mu.Unlock()
+	for _, a := range plan.Cmdline {
+		cmdline += " " + a
+	}
 	runDir := m.lay.RunDir(i.name)
 	os.RemoveAll(runDir)
 	if err := os.MkdirAll(filepath.Join(runDir, layout.EngineDir), 0o700); err != nil {
@@ -97,7 +110,7 @@ func (i *Instance) boot(cfg Config) error {
 			Name: i.name, RunDir: filepath.Join(runDir, layout.EngineDir),
 			Kernel: gb.Kernel, Initramfs: gb.Initramfs, Cmdline: cmdline,
 			CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB(), Accel: accel,
-			VMMLog: i.VMMLogPath(),
+			VMMLog: i.VMMLogPath(), Disks: plan.Disks, NICs: plan.NICs,
 		},
 		Hypervisor:    host.DefaultHypervisor(),
 		APISocket:     filepath.Join(runDir, layout.APISock),
@@ -110,10 +123,12 @@ func (i *Instance) boot(cfg Config) error {
 	}
 	cfgPath := filepath.Join(runDir, layout.ShimConfig)
 	if err := atomicfile.WriteJSON(cfgPath, scfg, 0o600); err != nil {
+		i.partsEnded()
 		return err
 	}
 	if err := i.spawnShim(shimBin, cfgPath); err != nil {
 		os.RemoveAll(runDir)
+		i.partsEnded()
 		return err
 	}
 	rec, err := readShimRecord(scfg.RecordPath)
@@ -278,6 +293,7 @@ func (i *Instance) settle(rec *shim.Record) {
 	}
 	i.mu.Unlock()
 	os.RemoveAll(i.m.lay.RunDir(i.name))
+	i.partsEnded()
 	detail := ex.Reason
 	if msg != "" {
 		detail = msg
@@ -373,7 +389,15 @@ func (i *Instance) settleMissing(why string) {
 	i.rec.Error = why
 	i.mu.Unlock()
 	os.RemoveAll(i.m.lay.RunDir(i.name))
+	i.partsEnded()
 	i.setState(Stopped, why)
+}
+
+// partsEnded tells every part that this instance's VM is over.
+func (i *Instance) partsEnded() {
+	for _, p := range i.m.parts {
+		p.Ended(i.name)
+	}
 }
 
 // waitBooted waits until an instance's boot set-up has finished.

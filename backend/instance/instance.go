@@ -48,6 +48,8 @@ type record struct {
 	Error   string           `json:"error,omitempty"`
 	Exit    *shim.ExitRecord `json:"exit,omitempty"`
 	Started *time.Time       `json:"started,omitempty"`
+	// Facts the parts reported for the last boot (ip, mac, tap, image...).
+	Facts map[string]string `json:"facts,omitempty"`
 }
 
 // Instance is one VM as the daemon knows it.
@@ -375,6 +377,12 @@ type Info struct {
 	APISocket     string           `json:"api_socket,omitempty"`
 	VsockSocket   string           `json:"vsock_socket,omitempty"`
 	Error         string           `json:"error,omitempty"`
+	// From the parts: networking and the image.
+	IP     string `json:"ip,omitempty"`
+	MAC    string `json:"mac,omitempty"`
+	Tap    string `json:"tap,omitempty"`
+	Image  string `json:"image,omitempty"`
+	Digest string `json:"digest,omitempty"`
 }
 
 // Info describes the instance.
@@ -382,6 +390,8 @@ func (i *Instance) Info() Info {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	in := Info{Name: i.name, State: i.rec.State, Created: i.rec.Created, Started: i.rec.Started, Exit: i.rec.Exit, Error: i.rec.Error}
+	f := i.rec.Facts
+	in.IP, in.MAC, in.Tap, in.Image, in.Digest = f["ip"], f["mac"], f["tap"], f["image"], f["digest"]
 	if r := i.shimRec; r != nil {
 		in.Accel, in.Hypervisor, in.ShimPID, in.HypervisorPID = r.Accel, r.Hypervisor, r.ShimPID, r.HypervisorPID
 		in.APISocket = i.m.lay.RunFile(i.name, layout.APISock)

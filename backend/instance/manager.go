@@ -45,6 +45,8 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// OnEvent is called, outside any lock, for every change.
 	OnEvent func(Event)
+	// Parts take part in every boot, in order (images, networking).
+	Parts []Part
 }
 
 // Manager owns every instance.
@@ -55,6 +57,7 @@ type Manager struct {
 	log             *slog.Logger
 	shutdownTimeout time.Duration
 	onEvent         func(Event)
+	parts           []Part
 
 	ctx    context.Context // ends the followers on Close; VMs keep running
 	cancel context.CancelFunc
@@ -127,7 +130,7 @@ func Open(opts Options) (*Manager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		lay: opts.Layout, binDir: opts.BinDir, busybox: opts.Busybox, log: opts.Log,
-		shutdownTimeout: opts.ShutdownTimeout, onEvent: opts.OnEvent,
+		shutdownTimeout: opts.ShutdownTimeout, onEvent: opts.OnEvent, parts: opts.Parts,
 		ctx: ctx, cancel: cancel, instances: map[string]*Instance{},
 		dirty: map[*Instance]bool{}, saveReq: make(chan struct{}, 1),
 	}
@@ -136,6 +139,17 @@ func Open(opts Options) (*Manager, error) {
 	if err := m.load(); err != nil {
 		m.Close()
 		return nil, err
+	}
+	alive := map[string]bool{}
+	for _, n := range m.Names() {
+		if i := m.Get(n); i != nil && live(i.State()) {
+			alive[n] = true
+		}
+	}
+	for _, p := range m.parts {
+		if r, ok := p.(Reconciler); ok {
+			r.Reconcile(alive)
+		}
 	}
 	return m, nil
 }
@@ -250,6 +264,9 @@ func (m *Manager) Delete(name string) error {
 	} else {
 		atomicfile.SyncDir(m.lay.InstancesDir())
 		os.RemoveAll(trash)
+	}
+	for _, p := range m.parts {
+		p.Deleted(name)
 	}
 	if m.onEvent != nil {
 		go m.onEvent(Event{Time: time.Now().UTC(), Instance: name, Deleted: true, Detail: "deleted"})
