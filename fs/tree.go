@@ -23,6 +23,8 @@ type Tree struct {
 
 	mu   sync.Mutex
 	dirs map[*instance.Instance]*instanceDir
+
+	hostExtra []func() []byte
 }
 
 // New builds the tree.
@@ -31,11 +33,28 @@ func New(m *instance.Manager, version string) *Tree {
 	t.root = &staticDir{base: base{id: 1, mode: os.ModeDir | 0o755}, entries: []Entry{
 		{"README", NewGenFile(func(context.Context) []byte { return []byte(manual) })},
 		{"version", NewGenFile(func(context.Context) []byte { return line(t.version) })},
-		{"host", NewGenFile(func(context.Context) []byte { return hostFile() })},
+		{"host", NewGenFile(func(context.Context) []byte {
+			b := hostFile()
+			for _, f := range t.hostExtra {
+				b = append(b, f()...)
+			}
+			return b
+		})},
 		{"instances", &instancesDir{base: newBase(os.ModeDir | 0o755), t: t}},
 	}}
 	return t
 }
+
+// AddRoot adds a node at the root (before the tree is served), e.g. the
+// image store's "images" directory.
+func (t *Tree) AddRoot(name string, n Node) {
+	t.root.entries = append(t.root.entries, Entry{name, n})
+	sort.Slice(t.root.entries, func(a, b int) bool { return t.root.entries[a].Name < t.root.entries[b].Name })
+}
+
+// AddHostFacts adds lines ("key value\n") to /host, e.g. the bridge and
+// subnet of guest networking.
+func (t *Tree) AddHostFacts(f func() []byte) { t.hostExtra = append(t.hostExtra, f) }
 
 // Root is the tree's root directory (id 1).
 func (t *Tree) Root() Dir { return t.root }
