@@ -60,6 +60,10 @@ func TestBadInput(t *testing.T) {
 		{"write status", func() error { return write(d.Inst("vm", "status"), "running") }, syscall.EACCES, "", ""},
 		{"chmod ctl", func() error { return os.Chmod(d.Inst("vm", "ctl"), 0o777) }, syscall.EPERM, "", ""},
 		{"rmdir missing", func() error { return syscall.Rmdir(d.Path("instances", "ghost")) }, syscall.ENOENT, "", ""},
+		{"1 GiB of JSON into config", func() error { return writeStream(d.Inst("idle", "config"), `{"env":{"A":"`, 1<<30) }, syscall.EFBIG, "idle", "bytes"},
+		{"1 GiB of junk into config", func() error { return writeStream(d.Inst("idle", "config"), "", 1<<30) }, syscall.EINVAL, "idle", "JSON"},
+		{"1 GiB into ctl", func() error { return writeStream(d.Inst("vm", "ctl"), "", 1<<30) }, syscall.EINVAL, "vm", "ctl"},
+		{"1 GiB into console of a new instance", func() error { return writeStream(d.Inst("idle", "console"), "", 1<<30) }, syscall.EIO, "idle", "not running"},
 		{"huge config", func() error {
 			return write(d.Inst("idle", "config"), `{"env":{"A":"`+strings.Repeat("x", 2<<20)+`"}}`)
 		}, syscall.EFBIG, "idle", "bytes"},
@@ -100,6 +104,26 @@ func TestBadInput(t *testing.T) {
 	testenv.Shell("echo 'echo still-$((3*3))' > " + d.Inst("vm", "console"))
 	d.WaitLog("vm", "still-9", 1, 30*time.Second)
 	testenv.Shell("echo kill > " + d.Inst("vm", "ctl"))
+}
+
+// writeStream writes prefix and then up to n bytes of 'x' in 1 MiB writes,
+// stopping at the first error, as `cat bigfile > file` would.
+func writeStream(path, prefix string, n int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte(prefix)); err != nil {
+		return err
+	}
+	chunk := []byte(strings.Repeat("x", 1<<20))
+	for done := 0; done < n; done += len(chunk) {
+		if _, err := f.Write(chunk); err != nil {
+			return err
+		}
+	}
+	return f.Close()
 }
 
 func samePIDs(a, b string) bool {

@@ -229,7 +229,7 @@ func TestCrash(t *testing.T) {
 		json.Unmarshal([]byte(d.Read(d.Inst(n, "info"))), &info)
 		pid := int(info[victim].(float64))
 		syscall.Kill(pid, syscall.SIGKILL)
-		d.WaitStatus(n, "crashed", 5*time.Second)
+		d.WaitStatus(n, "crashed", 2*time.Second)
 		if e := d.Read(d.Inst(n, "error")); e == "" {
 			t.Fatalf("%s: crashed with an empty error file", n)
 		}

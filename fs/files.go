@@ -30,7 +30,15 @@ func (noWrite) Write(context.Context, []byte, int64) (int, error) { return 0, sy
 // consistent snapshot, read at any offset, EOF at its end.
 type GenFile struct {
 	base
-	gen func(ctx context.Context) []byte
+	gen   func(ctx context.Context) []byte
+	mtime func() time.Time
+}
+
+// WithMtime makes the file report mtime() as its modification time
+// (instead of now), e.g. when the state it shows last changed.
+func (f *GenFile) WithMtime(mtime func() time.Time) *GenFile {
+	f.mtime = mtime
+	return f
 }
 
 // NewGenFile makes a read-only generated file.
@@ -39,6 +47,9 @@ func NewGenFile(gen func(ctx context.Context) []byte) *GenFile {
 }
 
 func (f *GenFile) Stat(ctx context.Context) (int64, time.Time) {
+	if f.mtime != nil {
+		return int64(len(f.gen(ctx))), f.mtime()
+	}
 	return int64(len(f.gen(ctx))), time.Now()
 }
 

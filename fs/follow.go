@@ -8,15 +8,63 @@ import (
 	"time"
 )
 
-// followLimit bounds what one open console handle buffers unread; older
-// bytes are dropped beyond it (a reader that does not read loses output,
-// the guest never waits for it).
+// followLimit bounds what one open follow handle buffers unread; older
+// bytes are dropped beyond it (a reader that does not read loses output;
+// the guest and the daemon never wait for it).
 const followLimit = 4 << 20
+
+// followBuf is the unread data of one open follow file: appended to by a
+// producer, read by the handle's reads, which block while it is empty.
+type followBuf struct {
+	mu     sync.Mutex
+	buf    []byte
+	closed bool          // no more data will come
+	wake   chan struct{} // closed and replaced when data arrives
+}
+
+func newFollowBuf() *followBuf { return &followBuf{wake: make(chan struct{})} }
+
+func (f *followBuf) append(p []byte, closed bool) {
+	f.mu.Lock()
+	f.buf = append(f.buf, p...)
+	if over := len(f.buf) - followLimit; over > 0 {
+		f.buf = append(f.buf[:0], f.buf[over:]...)
+	}
+	f.closed = f.closed || closed
+	close(f.wake)
+	f.wake = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// read returns what is buffered at once, or blocks until some arrives,
+// the producer ends (0, EOF), or ctx ends (EINTR).
+func (f *followBuf) read(ctx context.Context, p []byte) (int, error) {
+	for {
+		f.mu.Lock()
+		if len(f.buf) > 0 {
+			n := copy(p, f.buf)
+			f.buf = f.buf[n:]
+			f.mu.Unlock()
+			return n, nil
+		}
+		if f.closed {
+			f.mu.Unlock()
+			return 0, nil
+		}
+		wake := f.wake
+		f.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return 0, syscall.EINTR
+		}
+	}
+}
 
 // ConsoleFile follows a VM's live console: a read returns what arrived
 // since open as soon as there is any, or blocks until some arrives (an
 // interrupt ends it with EINTR); a write types into the guest. It reports
-// size 0 and uses direct I/O.
+// size 0 (so file managers do not sniff it) and uses direct I/O.
 type ConsoleFile struct {
 	base
 	socket func() (path string, live bool)
@@ -30,18 +78,17 @@ func NewConsoleFile(socket func() (string, bool), refuse func(string) error) *Co
 
 func (f *ConsoleFile) Stat(context.Context) (int64, time.Time) { return 0, time.Now() }
 func (f *ConsoleFile) Truncate(context.Context, uint64) error  { return nil }
-func (f *ConsoleFile) Touch(time.Time) error                   { return nil }
 
 func (f *ConsoleFile) Open(ctx context.Context, flags int) (Handle, error) {
-	h := &followHandle{f: f, wake: make(chan struct{})}
+	h := &consoleHandle{f: f, in: newFollowBuf()}
 	path, live := f.socket()
-	if !live {
-		h.closed = true
-		return h, nil
+	var conn net.Conn
+	var err error
+	if live {
+		conn, err = net.DialTimeout("unix", path, 2*time.Second)
 	}
-	conn, err := net.DialTimeout("unix", path, 2*time.Second)
-	if err != nil {
-		h.closed = true
+	if !live || err != nil {
+		h.in.append(nil, true) // a VM that does not run: EOF at once
 		return h, nil
 	}
 	h.conn = conn
@@ -49,63 +96,28 @@ func (f *ConsoleFile) Open(ctx context.Context, flags int) (Handle, error) {
 	return h, nil
 }
 
-type followHandle struct {
+type consoleHandle struct {
 	f    *ConsoleFile
 	conn net.Conn
-
-	mu     sync.Mutex
-	buf    []byte
-	closed bool          // no more data will come
-	wake   chan struct{} // closed and replaced when data arrives
+	in   *followBuf
 }
 
-func (h *followHandle) pump() {
+func (h *consoleHandle) pump() {
 	b := make([]byte, 32<<10)
 	for {
 		n, err := h.conn.Read(b)
-		h.mu.Lock()
-		if n > 0 {
-			h.buf = append(h.buf, b[:n]...)
-			if over := len(h.buf) - followLimit; over > 0 {
-				h.buf = append(h.buf[:0], h.buf[over:]...)
-			}
-		}
-		if err != nil {
-			h.closed = true
-		}
-		close(h.wake)
-		h.wake = make(chan struct{})
-		h.mu.Unlock()
+		h.in.append(b[:n], err != nil)
 		if err != nil {
 			return
 		}
 	}
 }
 
-func (h *followHandle) Read(ctx context.Context, p []byte, _ int64) (int, error) {
-	for {
-		h.mu.Lock()
-		if len(h.buf) > 0 {
-			n := copy(p, h.buf)
-			h.buf = h.buf[n:]
-			h.mu.Unlock()
-			return n, nil
-		}
-		if h.closed {
-			h.mu.Unlock()
-			return 0, nil
-		}
-		wake := h.wake
-		h.mu.Unlock()
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return 0, syscall.EINTR
-		}
-	}
+func (h *consoleHandle) Read(ctx context.Context, p []byte, _ int64) (int, error) {
+	return h.in.read(ctx, p)
 }
 
-func (h *followHandle) Write(ctx context.Context, p []byte, _ int64) (int, error) {
+func (h *consoleHandle) Write(ctx context.Context, p []byte, _ int64) (int, error) {
 	if h.conn == nil {
 		return 0, h.f.refuse("console: the VM is not running, nothing reads what is typed")
 	}
@@ -117,11 +129,11 @@ func (h *followHandle) Write(ctx context.Context, p []byte, _ int64) (int, error
 	return n, nil
 }
 
-func (h *followHandle) Flush(context.Context) error { return nil }
-func (h *followHandle) Release() {
+func (h *consoleHandle) Flush(context.Context) error { return nil }
+func (h *consoleHandle) Release() {
 	if h.conn != nil {
 		h.conn.Close()
 	}
 }
-func (h *followHandle) DirectIO() bool { return true }
-func (h *followHandle) Stream() bool   { return true }
+func (h *consoleHandle) DirectIO() bool { return true }
+func (h *consoleHandle) Stream() bool   { return true }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,11 +26,36 @@ type Tree struct {
 	dirs map[*instance.Instance]*instanceDir
 
 	hostExtra []func() []byte
+
+	hub      *Hub
+	watchMu  sync.Mutex
+	watchers []func(instance.Event)
+}
+
+// Event takes an instance event from the manager: it is published to the
+// events files and handed to the adapters' watchers (FUSE wakes inotify
+// watchers with it). Call it from the manager's OnEvent.
+func (t *Tree) Event(ev instance.Event) {
+	t.hub.Publish(ev)
+	t.watchMu.Lock()
+	ws := append([]func(instance.Event){}, t.watchers...)
+	t.watchMu.Unlock()
+	for _, w := range ws {
+		w(ev)
+	}
+}
+
+// Watch registers fn to be called with every instance event. fn must not
+// block for long.
+func (t *Tree) Watch(fn func(instance.Event)) {
+	t.watchMu.Lock()
+	t.watchers = append(t.watchers, fn)
+	t.watchMu.Unlock()
 }
 
 // New builds the tree.
 func New(m *instance.Manager, version string) *Tree {
-	t := &Tree{m: m, version: version, dirs: map[*instance.Instance]*instanceDir{}}
+	t := &Tree{m: m, version: version, dirs: map[*instance.Instance]*instanceDir{}, hub: NewHub()}
 	t.root = &staticDir{base: base{id: 1, mode: os.ModeDir | 0o755}, entries: []Entry{
 		{"README", NewGenFile(func(context.Context) []byte { return []byte(manual) })},
 		{"version", NewGenFile(func(context.Context) []byte { return line(t.version) })},
@@ -41,7 +67,9 @@ func New(m *instance.Manager, version string) *Tree {
 			return b
 		})},
 		{"instances", &instancesDir{base: newBase(os.ModeDir | 0o755), t: t}},
+		{"events", NewEventsFile(t.hub, "")},
 	}}
+	sort.Slice(t.root.entries, func(a, b int) bool { return t.root.entries[a].Name < t.root.entries[b].Name })
 	return t
 }
 
@@ -131,7 +159,7 @@ func (t *Tree) dirFor(i *instance.Instance) *instanceDir {
 	if d, ok := t.dirs[i]; ok {
 		return d
 	}
-	d := newInstanceDir(i)
+	d := newInstanceDir(i, t.hub)
 	t.dirs[i] = d
 	return d
 }
@@ -141,7 +169,7 @@ type instanceDir struct {
 	i *instance.Instance
 }
 
-func newInstanceDir(i *instance.Instance) *instanceDir {
+func newInstanceDir(i *instance.Instance, hub *Hub) *instanceDir {
 	d := &instanceDir{staticDir: staticDir{base: newBase(os.ModeDir | 0o755)}, i: i}
 	d.entries = []Entry{
 		{"config", NewDocFile(instance.MaxConfig,
@@ -158,9 +186,16 @@ func newInstanceDir(i *instance.Instance) *instanceDir {
 			func(context.Context) []byte { return line(strings.Join(i.ValidCommands(), "\n")) },
 			func(_ context.Context, b []byte) error { return i.Ctl(string(b)) })},
 		{"error", NewGenFile(func(context.Context) []byte { return line(i.ErrorText()) })},
+		{"events", NewEventsFile(hub, i.Name())},
 		{"info", NewGenFile(func(context.Context) []byte { return jsonLine(i.Info()) })},
 		{"log", NewBackedFile(i.LogPath())},
-		{"status", NewGenFile(func(context.Context) []byte { return line(i.State()) })},
+		{"status", NewGenFile(func(context.Context) []byte { return line(i.State()) }).WithMtime(i.StateChanged)},
+		{"exit", NewGenFile(func(context.Context) []byte {
+			if code, ok := i.GuestExit(); ok {
+				return line(strconv.Itoa(code))
+			}
+			return nil
+		})},
 		{"vmm.log", NewBackedFile(i.VMMLogPath())},
 	}
 	sort.Slice(d.entries, func(a, b int) bool { return d.entries[a].Name < d.entries[b].Name })

@@ -17,7 +17,7 @@ aarch64) qemu_pkg=qemu-system-arm; qemu_bin=qemu-system-aarch64 ;;
 esac
 
 # package:command-or-file that proves it is installed
-need="$qemu_pkg:$qemu_bin busybox-static:/bin/busybox fuse3:fusermount3 inotify-tools:inotifywait e2fsprogs:mkfs.ext4 erofs-utils:mkfs.erofs iproute2:ip ca-certificates:/etc/ssl/certs/ca-certificates.crt"
+need="$qemu_pkg:$qemu_bin busybox-static:/bin/busybox fuse3:fusermount3 inotify-tools:inotifywait libglib2.0-bin:gio e2fsprogs:mkfs.ext4 erofs-utils:mkfs.erofs iproute2:ip ca-certificates:/etc/ssl/certs/ca-certificates.crt"
 missing=""
 for pair in $need; do
 	pkg=${pair%%:*}

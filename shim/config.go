@@ -58,6 +58,9 @@ type ExitRecord struct {
 	ShimPID int       `json:"shim_pid"`
 	Started time.Time `json:"started"`
 	Detail  string    `json:"detail,omitempty"` // e.g. "did not shut down within 30s; killed"
+	// GuestExit is the exit status of the guest's program, when its init
+	// reported one (ExitMarker) before the VM ended.
+	GuestExit *int `json:"guest_exit,omitempty"`
 }
 
 // LoadConfig reads a Config file.

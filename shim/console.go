@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -18,6 +20,9 @@ const clientQueue = 1024
 type console struct {
 	log     *os.File
 	onReady func()
+	onExit  func(code int) // the guest program's exit status line
+
+	line []byte // the console's current, unfinished line (bounded)
 
 	mu      sync.Mutex
 	tail    []byte // last bytes seen, to find a marker split across writes
@@ -33,12 +38,12 @@ type consoleClient struct {
 
 func (c *consoleClient) close() { c.once.Do(func() { close(c.ch) }) }
 
-func newConsole(logPath string, onReady func()) (*console, error) {
+func newConsole(logPath string, onReady func(), onExit func(int)) (*console, error) {
 	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	return &console{log: f, onReady: onReady, armed: true, clients: map[*consoleClient]struct{}{}}, nil
+	return &console{log: f, onReady: onReady, onExit: onExit, armed: true, clients: map[*consoleClient]struct{}{}}, nil
 }
 
 // Write is the engine's console sink. It never blocks on readers.
@@ -65,6 +70,7 @@ func (c *console) Write(p []byte) (int, error) {
 			c.tail = append(c.tail[:0], hay...)
 		}
 	}
+	code, exited := c.scanLines(p)
 	for cl := range c.clients {
 		select {
 		case cl.ch <- buf:
@@ -77,7 +83,37 @@ func (c *console) Write(p []byte) (int, error) {
 	if ready && c.onReady != nil {
 		c.onReady()
 	}
+	if exited && c.onExit != nil {
+		c.onExit(code)
+	}
 	return len(p), nil
+}
+
+// ExitMarker starts the line with which hypefs-init reports its program's
+// exit status ("hypefs: exit status 3") just before powering off.
+const ExitMarker = "hypefs: exit status "
+
+// maxLine bounds what scanLines keeps of one console line.
+const maxLine = 256
+
+// scanLines looks for the exit status line. Caller holds c.mu.
+func (c *console) scanLines(p []byte) (code int, found bool) {
+	for _, b := range p {
+		if b != '\n' {
+			if len(c.line) < maxLine {
+				c.line = append(c.line, b)
+			}
+			continue
+		}
+		l := strings.TrimRight(string(c.line), "\r")
+		c.line = c.line[:0]
+		if rest, ok := strings.CutPrefix(l, ExitMarker); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(rest)); err == nil {
+				code, found = n, true
+			}
+		}
+	}
+	return code, found
 }
 
 // rearm makes the console look for the ready marker again (after a reboot).

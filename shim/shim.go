@@ -44,6 +44,7 @@ type Shim struct {
 	state   string
 	before  string // state to go back to on resume
 	ready   *time.Time
+	gexit   *int // the guest program's exit status, from the console
 	exit    *ExitRecord
 	detail  string // why the VM is ending, set by graceful stop
 	subs    map[chan api.Event]struct{}
@@ -61,7 +62,7 @@ func Start(ctx context.Context, cfg *Config, eng engine.Engine, log *slog.Logger
 	}
 	os.Remove(cfg.ExitPath)
 	var err error
-	if s.console, err = newConsole(cfg.LogPath, s.guestReady); err != nil {
+	if s.console, err = newConsole(cfg.LogPath, s.guestReady, s.guestExited); err != nil {
 		return nil, fmt.Errorf("open console log: %w", err)
 	}
 	if s.apiL, err = listenUnix(cfg.APISocket); err != nil {
@@ -158,7 +159,7 @@ func (s *Shim) watch() {
 	if ex.Crashed && !s.stopReq {
 		state = api.Crashed
 	}
-	rec := &ExitRecord{Exit: ex, State: state, ShimPID: os.Getpid(), Started: s.started, Detail: s.detail}
+	rec := &ExitRecord{Exit: ex, State: state, ShimPID: os.Getpid(), Started: s.started, Detail: s.detail, GuestExit: s.gexit}
 	s.exit = rec
 	s.mu.Unlock()
 	if err := atomicfile.WriteJSON(s.cfg.ExitPath, rec, 0o644); err != nil {
@@ -177,6 +178,12 @@ func (s *Shim) watch() {
 	}
 	s.mu.Unlock()
 	close(s.done)
+}
+
+func (s *Shim) guestExited(code int) {
+	s.mu.Lock()
+	s.gexit = &code
+	s.mu.Unlock()
 }
 
 func (s *Shim) guestReady() {

@@ -44,6 +44,7 @@ type record struct {
 	Created time.Time        `json:"created"`
 	Updated time.Time        `json:"updated"`
 	State   string           `json:"state"`
+	Changed time.Time        `json:"changed"` // when State last changed
 	Config  *Config          `json:"config,omitempty"`
 	Error   string           `json:"error,omitempty"`
 	Exit    *shim.ExitRecord `json:"exit,omitempty"`
@@ -78,6 +79,26 @@ func (i *Instance) State() string {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	return i.rec.State
+}
+
+// StateChanged is when the state last changed.
+func (i *Instance) StateChanged() time.Time {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.rec.Changed.IsZero() {
+		return i.rec.Created
+	}
+	return i.rec.Changed
+}
+
+// GuestExit is the exit status of the guest's program, once it reported one.
+func (i *Instance) GuestExit() (int, bool) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.rec.Exit == nil || i.rec.Exit.GuestExit == nil {
+		return 0, false
+	}
+	return *i.rec.Exit.GuestExit, true
 }
 
 // ErrorText is the last error as a sentence, or "".
@@ -146,6 +167,7 @@ func (i *Instance) setState(state, detail string) {
 		return
 	}
 	i.rec.State = state
+	i.rec.Changed = time.Now().UTC()
 	i.saveLocked()
 	i.mu.Unlock()
 	i.m.changed(i.name, state, detail)

@@ -143,6 +143,11 @@ func (x *node) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrI
 	}
 	mt, okM := in.GetMTime()
 	_, okA := in.GetATime()
+	if (okM || okA) && self(ctx) {
+		// The daemon's own touch (see Waker): it changes nothing, its
+		// point is the inotify event the kernel sends for it.
+		okM, okA = false, false
+	}
 	if okM || okA {
 		t, ok := x.n.(hfs.Toucher)
 		if !ok {
@@ -184,7 +189,17 @@ func (x *node) Mkdir(ctx context.Context, name string, _ uint32, out *fuse.Entry
 	if !ok {
 		return nil, syscall.EPERM
 	}
-	c, err := d.Mkdir(ctx, name)
+	var c hfs.Node
+	var err error
+	if self(ctx) {
+		// The daemon announcing an instance made elsewhere (Waker).
+		c, err = d.Lookup(ctx, name)
+	} else {
+		locals.mark(name)
+		if c, err = d.Mkdir(ctx, name); err != nil {
+			locals.take(name)
+		}
+	}
 	if err != nil {
 		return nil, hfs.Errno(err)
 	}
@@ -197,7 +212,19 @@ func (x *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if !ok {
 		return syscall.EPERM
 	}
-	return hfs.Errno(d.Rmdir(ctx, name))
+	if self(ctx) {
+		// The daemon announcing an instance removed elsewhere (Waker).
+		if _, err := d.Lookup(ctx, name); err == nil {
+			return syscall.EBUSY
+		}
+		return 0
+	}
+	locals.mark(name)
+	err := d.Rmdir(ctx, name)
+	if err != nil {
+		locals.take(name)
+	}
+	return hfs.Errno(err)
 }
 
 func (x *node) Unlink(context.Context, string) syscall.Errno { return syscall.EPERM }

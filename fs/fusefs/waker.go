@@ -1,0 +1,117 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"hypefs/backend/instance"
+	hfs "hypefs/fs"
+)
+
+// The kernel sends no inotify event for a change that starts inside a
+// FUSE daemon, even with Notify* calls. What does fire is a real system
+// call on the mount: so the daemon makes them itself, on its own mount,
+// from a goroutine of its own (never inside a FUSE request, which would
+// deadlock):
+//
+//   - a state change: utimes on instances/NAME/status (watchers get ATTRIB);
+//   - an instance made or removed other than by a mkdir/rmdir on this
+//     mount (over 9P, say): mkdir/rmdir of instances/NAME, which the
+//     adapter answers as a no-op for the daemon itself (CREATE/DELETE).
+//
+// The adapter recognises the daemon's own requests by the caller's pid,
+// which the kernel reports per thread: any thread of this process.
+
+// self reports whether a FUSE request comes from this process.
+func self(ctx context.Context) bool {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	if int(c.Pid) == os.Getpid() {
+		return true
+	}
+	_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", c.Pid))
+	return err == nil
+}
+
+// local remembers instances made or removed through this mount by users,
+// whose watchers the kernel has told already.
+type local struct {
+	mu    sync.Mutex
+	names map[string]time.Time
+}
+
+func (l *local) mark(name string) {
+	l.mu.Lock()
+	l.names[name] = time.Now()
+	l.mu.Unlock()
+}
+
+// take reports (and forgets) whether name was marked recently.
+func (l *local) take(name string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t, ok := l.names[name]
+	delete(l.names, name)
+	return ok && time.Since(t) < time.Minute
+}
+
+var locals = &local{names: map[string]time.Time{}}
+
+// Waker turns instance events into system calls on the mount.
+type Waker struct {
+	mnt  string
+	ch   chan instance.Event
+	done chan struct{}
+	once sync.Once
+}
+
+// StartWaker starts waking inotify watchers of the tree mounted at mnt.
+func StartWaker(mnt string, tree *hfs.Tree) *Waker {
+	w := &Waker{mnt: mnt, ch: make(chan instance.Event, 4096), done: make(chan struct{})}
+	tree.Watch(func(ev instance.Event) {
+		select {
+		case w.ch <- ev:
+		default: // a burst beyond the queue: watchers miss a wake, never the daemon
+		}
+	})
+	go w.run()
+	return w
+}
+
+// Stop ends the waker; call it before unmounting.
+func (w *Waker) Stop() {
+	w.once.Do(func() { close(w.ch) })
+	<-w.done
+}
+
+func (w *Waker) run() {
+	defer close(w.done)
+	for ev := range w.ch {
+		dir := filepath.Join(w.mnt, "instances", ev.Instance)
+		switch {
+		case ev.Deleted:
+			if !locals.take(ev.Instance) {
+				if err := syscall.Rmdir(dir); err != nil && !errors.Is(err, syscall.ENOENT) {
+					continue
+				}
+			}
+		case ev.State == instance.New:
+			if !locals.take(ev.Instance) {
+				syscall.Mkdir(dir, 0o755)
+			}
+		case ev.State != "":
+			now := time.Now()
+			os.Chtimes(filepath.Join(dir, "status"), now, now)
+		}
+	}
+}
