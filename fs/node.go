@@ -91,6 +91,11 @@ type Handle interface {
 	Stream() bool
 }
 
+// Backed is a handle that reads a real file; Fd returns its descriptor.
+type Backed interface {
+	Fd() (int, bool)
+}
+
 var lastID atomic.Uint64
 
 // NewID returns a fresh node id. Ids 1 (the root) and below are reserved.

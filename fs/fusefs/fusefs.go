@@ -20,9 +20,26 @@ import (
 	hfs "hypefs/fs"
 )
 
-// fixedEntryTimeout is how long the kernel may keep a name in a fixed
-// directory (the root, an instance's directory).
-const fixedEntryTimeout = time.Hour
+// cacheTimeout is how long the kernel may keep what cannot go stale:
+//   - names in a fixed directory (the root, an instance's directory);
+//   - instance names: every change of instances/ reaches the kernel as a
+//     real mkdir or rmdir on the mount, the user's own or the daemon's
+//     (Waker), so its dentry cache is told of each one;
+//   - a directory's attributes, which never change.
+//
+// A file's attributes are never cached: sizes and times change with state.
+const cacheTimeout = time.Hour
+
+func setTimeouts(parent hfs.Dir, c hfs.Node, out *fuse.EntryOut) {
+	_, fixed := parent.(hfs.FixedDir)
+	_, instances := parent.(hfs.MkdirDir)
+	if fixed || instances {
+		out.SetEntryTimeout(cacheTimeout)
+	}
+	if c.Mode().IsDir() {
+		out.SetAttrTimeout(cacheTimeout)
+	}
+}
 
 type node struct {
 	gofs.Inode
@@ -91,11 +108,7 @@ func (x *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, hfs.Errno(err)
 	}
 	fill(ctx, c, &out.Attr)
-	if _, fixed := d.(hfs.FixedDir); fixed {
-		// A fixed directory's names never change while it exists, so
-		// the kernel may keep them; attributes are still asked for anew.
-		out.SetEntryTimeout(fixedEntryTimeout)
-	}
+	setTimeouts(d, c, out)
 	return x.child(ctx, c), 0
 }
 
@@ -117,6 +130,9 @@ func (x *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 
 func (x *node) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	fill(ctx, x.n, &out.Attr)
+	if x.n.Mode().IsDir() {
+		out.SetTimeout(cacheTimeout)
+	}
 	return 0
 }
 
@@ -181,6 +197,9 @@ func (x *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if h.Stream() {
 		ff |= fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_STREAM
 	}
+	if _, ok := h.(hfs.Backed); ok {
+		return &passthrough{handle{h: h}}, ff, 0
+	}
 	return &handle{h: h}, ff, 0
 }
 
@@ -204,6 +223,7 @@ func (x *node) Mkdir(ctx context.Context, name string, _ uint32, out *fuse.Entry
 		return nil, hfs.Errno(err)
 	}
 	fill(ctx, c, &out.Attr)
+	setTimeouts(d, c, out)
 	return x.child(ctx, c), 0
 }
 
@@ -248,6 +268,14 @@ func (x *node) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
 }
 
 type handle struct{ h hfs.Handle }
+
+// passthrough lets the kernel read a backed file (the console log) itself,
+// at the speed of the disk; go-fuse falls back to Read where it cannot.
+type passthrough struct{ handle }
+
+func (p *passthrough) PassthroughFd() (int, bool) { return p.h.(hfs.Backed).Fd() }
+
+var _ gofs.FilePassthroughFder = (*passthrough)(nil)
 
 var (
 	_ gofs.FileReader   = (*handle)(nil)

@@ -37,7 +37,8 @@ func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*fuse.Server, error) 
 			Name:          "hypefs",
 			AllowOther:    os.Geteuid() == 0,
 			Debug:         debug,
-			MaxReadAhead:  128 << 10,
+			MaxReadAhead:  1 << 20,
+			MaxWrite:      1 << 20,
 			DisableXAttrs: true,
 			PanicHandler: func(v any) fuse.Status {
 				log.Printf("hypefs: panic in a FUSE request: %v", v)

@@ -1,0 +1,354 @@
+// Package ninep serves an fs tree over 9P2000.L with github.com/hugelgupf/p9,
+// so that a remote host or a guest mounts it the Plan 9 way:
+//
+//	mount -t 9p -o trans=tcp,port=5640,version=9p2000.L HOST /n/vmhost
+//
+// It is a thin adapter, like fs/fusefs: every decision about content and
+// errnos is the tree's. Requests map one to one onto fs nodes (walk →
+// Lookup, readdir → Entries, mkdir/unlinkat(AT_REMOVEDIR) → MkdirDir,
+// lopen/read/write → File.Open and its Handle, setattr size → Truncater),
+// so changes made over 9P go through the same backend calls as FUSE's.
+//
+// Closing: 9P has no close(2) that returns an error. A fid that wrote has
+// its handle flushed on Tfsync (whose error the client sees) and on clunk
+// (whose error the protocol drops; the tree records it in the instance's
+// `error` file).
+//
+// Follow files (console, events): p9 gives handlers no context and a
+// Tflush waits for the request it flushes, and Linux's v9fs waits for a
+// reply without heeding Ctrl-C, so a read never blocks longer than
+// FollowWait. See followRead for what a read returns, and docs/9p.md.
+package ninep
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hugelgupf/p9/linux"
+	"github.com/hugelgupf/p9/p9"
+
+	hfs "hypefs/fs"
+)
+
+// FollowWait is the longest a read of a follow file waits for data when
+// none is buffered. After it, the read fails with EINTR, which readers
+// retry (cat, tail, Go's os.File, Python) and which lets the reading
+// process act on a pending signal (Ctrl-C).
+var FollowWait = time.Second
+
+// Linux open(2) flag values, which 9P2000.L's Tlopen carries as they are.
+const (
+	oNonblock   = 0o4000
+	atRemoveDir = 0x200
+	v9fsMagic   = 0x01021997
+)
+
+// errno converts a tree error into the errno p9 sends in Rlerror.
+func errno(err error) error {
+	if err == nil {
+		return nil
+	}
+	return linux.Errno(hfs.Errno(err))
+}
+
+func qidOf(n hfs.Node) p9.QID {
+	if n.Mode().IsDir() {
+		return p9.QID{Type: p9.TypeDir, Path: n.ID()}
+	}
+	return p9.QID{Type: p9.TypeRegular, Path: n.ID()}
+}
+
+// file is one fid: a node and, once opened, its handle.
+type file struct {
+	s *Server
+	n hfs.Node
+
+	h        hfs.Handle // set by Open
+	nonblock bool       // opened with O_NONBLOCK
+	wrote    atomic.Bool
+	gaveData atomic.Bool // the last follow read returned data
+}
+
+var _ p9.File = (*file)(nil)
+
+func (f *file) ctx() context.Context { return f.s.ctx }
+
+func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
+	if len(names) == 0 {
+		return nil, &file{s: f.s, n: f.n}, nil
+	}
+	n := f.n
+	qids := make([]p9.QID, 0, len(names))
+	for _, name := range names {
+		d, ok := n.(hfs.Dir)
+		if !ok {
+			return nil, nil, linux.ENOTDIR
+		}
+		c, err := d.Lookup(f.ctx(), name)
+		if err != nil {
+			return nil, nil, errno(err)
+		}
+		n = c
+		qids = append(qids, qidOf(n))
+	}
+	return qids, &file{s: f.s, n: n}, nil
+}
+
+func (f *file) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.Attr, error) {
+	qids, nf, err := f.Walk(names)
+	if err != nil {
+		return nil, nil, p9.AttrMask{}, p9.Attr{}, err
+	}
+	_, mask, attr, _ := nf.GetAttr(p9.AttrMaskAll)
+	return qids, nf, mask, attr, nil
+}
+
+func (f *file) StatFS() (p9.FSStat, error) {
+	return p9.FSStat{Type: v9fsMagic, BlockSize: 4096, NameLength: 255}, nil
+}
+
+// attrMask is what GetAttr fills in.
+var attrMask = p9.AttrMask{Mode: true, NLink: true, UID: true, GID: true, RDev: true,
+	ATime: true, MTime: true, CTime: true, INo: true, Size: true, Blocks: true}
+
+func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
+	a := p9.Attr{
+		Mode:      p9.ModeFromOS(f.n.Mode()),
+		UID:       p9.UID(f.s.uid),
+		GID:       p9.GID(f.s.gid),
+		NLink:     1,
+		BlockSize: 4096,
+	}
+	mtime := time.Now()
+	if f.n.Mode().IsDir() {
+		a.NLink = 2
+	} else if fl, ok := f.n.(hfs.File); ok {
+		size, mt := fl.Stat(f.ctx())
+		a.Size = uint64(size)
+		a.Blocks = (a.Size + 511) / 512
+		if !mt.IsZero() {
+			mtime = mt
+		}
+	}
+	sec, nsec := uint64(mtime.Unix()), uint64(mtime.Nanosecond())
+	a.ATimeSeconds, a.ATimeNanoSeconds = sec, nsec
+	a.MTimeSeconds, a.MTimeNanoSeconds = sec, nsec
+	a.CTimeSeconds, a.CTimeNanoSeconds = sec, nsec
+	return qidOf(f.n), attrMask, a, nil
+}
+
+// SetAttr accepts a truncate on files that take writes (the shell's `>`
+// arrives as open then setattr size=0) and time changes on files that
+// allow them, as FUSE does; it refuses mode and owner changes.
+func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
+	if valid.Permissions || valid.UID || valid.GID {
+		return linux.EPERM
+	}
+	if valid.Size {
+		t, ok := f.n.(hfs.Truncater)
+		if !ok {
+			return linux.EPERM
+		}
+		if err := t.Truncate(f.ctx(), attr.Size); err != nil {
+			return errno(err)
+		}
+	}
+	if valid.ATime || valid.MTime {
+		t, ok := f.n.(hfs.Toucher)
+		if !ok {
+			if !f.n.Mode().IsDir() {
+				return linux.EPERM
+			}
+			return nil
+		}
+		mt := time.Now()
+		if valid.MTimeNotSystemTime {
+			mt = time.Unix(int64(attr.MTimeSeconds), int64(attr.MTimeNanoSeconds))
+		}
+		if err := t.Touch(mt); err != nil {
+			return errno(err)
+		}
+	}
+	return nil
+}
+
+// Close runs when the fid is clunked (or its connection ends). A handle
+// that took writes is flushed first, as close(2) does over FUSE.
+func (f *file) Close() error {
+	if f.h == nil {
+		return nil
+	}
+	if f.wrote.Load() {
+		f.h.Flush(f.ctx())
+	}
+	f.h.Release()
+	return nil
+}
+
+func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
+	if f.n.Mode().IsDir() {
+		if mode.Mode() != p9.ReadOnly {
+			return p9.QID{}, 0, linux.EISDIR
+		}
+		return qidOf(f.n), 0, nil
+	}
+	fl, ok := f.n.(hfs.File)
+	if !ok {
+		return p9.QID{}, 0, linux.EINVAL
+	}
+	if mode.Mode() != p9.ReadOnly && fl.Mode().Perm()&0o222 == 0 {
+		return p9.QID{}, 0, linux.EACCES
+	}
+	// Only the access mode and O_NONBLOCK mean anything to the tree; the
+	// other Linux flags (O_TRUNC arrives as a setattr) are not passed on.
+	h, err := fl.Open(f.ctx(), mode.OSFlags())
+	if err != nil {
+		return p9.QID{}, 0, errno(err)
+	}
+	f.h = h
+	f.nonblock = uint32(mode)&oNonblock != 0
+	return qidOf(f.n), 0, nil
+}
+
+func (f *file) ReadAt(p []byte, off int64) (int, error) {
+	if f.h == nil {
+		return 0, linux.EISDIR
+	}
+	if f.h.Stream() {
+		return f.followRead(p, off)
+	}
+	n, err := f.h.Read(f.ctx(), p, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, errno(err)
+	}
+	return n, nil
+}
+
+// followRead reads a follow file (console, events). What is buffered is
+// returned at once. With nothing buffered:
+//   - after a read that returned data, or on an O_NONBLOCK fid, it fails
+//     with EAGAIN at once. Linux's v9fs keeps sending reads to fill the
+//     caller's buffer unless O_NONBLOCK is set; an error ends that loop and
+//     the kernel hands the caller the bytes it has, dropping the error.
+//   - otherwise it waits up to FollowWait for data, then fails with EINTR
+//     (readers retry it; a process with Ctrl-C pending dies as it should).
+//
+// A read returns 0 (end of file) only when the follow has ended for good
+// (the VM stopped).
+func (f *file) followRead(p []byte, off int64) (int, error) {
+	wait := FollowWait
+	if f.nonblock || f.gaveData.Load() {
+		wait = 0
+	}
+	ctx, cancel := context.WithTimeout(f.ctx(), wait)
+	defer cancel()
+	n, err := f.h.Read(ctx, p, off)
+	if n > 0 {
+		f.gaveData.Store(true)
+		return n, nil
+	}
+	f.gaveData.Store(false)
+	if err == nil || errors.Is(err, io.EOF) {
+		return 0, nil
+	}
+	if hfs.Errno(err) == syscall.EINTR && ctx.Err() != nil && f.s.ctx.Err() == nil {
+		if wait == 0 {
+			return 0, linux.EAGAIN
+		}
+		return 0, linux.EINTR
+	}
+	return 0, errno(err)
+}
+
+func (f *file) WriteAt(p []byte, off int64) (int, error) {
+	if f.h == nil {
+		return 0, linux.EISDIR
+	}
+	f.wrote.Store(true)
+	n, err := f.h.Write(f.ctx(), p, off)
+	if err != nil {
+		return n, errno(err)
+	}
+	return n, nil
+}
+
+// FSync flushes a handle that took writes: a config written in pieces is
+// committed here, and its errno is fsync's.
+func (f *file) FSync() error {
+	if f.h == nil || !f.wrote.Load() {
+		return nil
+	}
+	return errno(f.h.Flush(f.ctx()))
+}
+
+func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
+	d, ok := f.n.(hfs.Dir)
+	if !ok {
+		return nil, linux.ENOTDIR
+	}
+	es, err := d.Entries(f.ctx())
+	if err != nil {
+		return nil, errno(err)
+	}
+	if offset >= uint64(len(es)) {
+		return nil, nil
+	}
+	out := make(p9.Dirents, 0, len(es)-int(offset))
+	for k := offset; k < uint64(len(es)); k++ {
+		q := qidOf(es[k].Node)
+		out = append(out, p9.Dirent{QID: q, Offset: k + 1, Type: q.Type, Name: es[k].Name})
+	}
+	return out, nil
+}
+
+func (f *file) Mkdir(name string, _ p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID, error) {
+	d, ok := f.n.(hfs.MkdirDir)
+	if !ok {
+		return p9.QID{}, linux.EPERM
+	}
+	c, err := d.Mkdir(f.ctx(), name)
+	if err != nil {
+		return p9.QID{}, errno(err)
+	}
+	return qidOf(c), nil
+}
+
+// UnlinkAt is rmdir when flags has AT_REMOVEDIR; unlinking a file is
+// refused (EPERM), as over FUSE.
+func (f *file) UnlinkAt(name string, flags uint32) error {
+	d, ok := f.n.(hfs.MkdirDir)
+	if !ok || flags&atRemoveDir == 0 {
+		return linux.EPERM
+	}
+	return errno(d.Rmdir(f.ctx(), name))
+}
+
+func (f *file) RenameAt(string, p9.File, string) error { return linux.EPERM }
+func (f *file) Rename(p9.File, string) error           { return linux.EPERM }
+func (f *file) Renamed(p9.File, string)                {}
+
+func (f *file) Create(string, p9.OpenFlags, p9.FileMode, p9.UID, p9.GID) (p9.File, p9.QID, uint32, error) {
+	return nil, p9.QID{}, 0, linux.EPERM
+}
+func (f *file) Symlink(string, string, p9.UID, p9.GID) (p9.QID, error) {
+	return p9.QID{}, linux.EPERM
+}
+func (f *file) Link(p9.File, string) error { return linux.EPERM }
+func (f *file) Mknod(string, p9.FileMode, uint32, uint32, p9.UID, p9.GID) (p9.QID, error) {
+	return p9.QID{}, linux.EPERM
+}
+func (f *file) Readlink() (string, error) { return "", linux.EINVAL }
+
+// Locks are accepted and not enforced: the files are synthetic.
+func (f *file) Lock(int, p9.LockType, p9.LockFlags, uint64, uint64, string) (p9.LockStatus, error) {
+	return p9.LockStatusOK, nil
+}
+
+func (f *file) SetXattr(string, []byte, p9.XattrFlags) error { return linux.EOPNOTSUPP }
+func (f *file) GetXattr(string) ([]byte, error)              { return nil, linux.EOPNOTSUPP }
+func (f *file) ListXattrs() ([]string, error)                { return nil, linux.EOPNOTSUPP }
+func (f *file) RemoveXattr(string) error                     { return linux.EOPNOTSUPP }

@@ -1,0 +1,282 @@
+package ninep
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hugelgupf/p9/p9"
+
+	hfs "hypefs/fs"
+)
+
+// Server serves one tree over 9P2000.L on any number of listeners.
+type Server struct {
+	root     hfs.Dir
+	p9       *p9.Server
+	log      *slog.Logger
+	uid, gid int
+
+	// ctx is what tree calls get; Close cancels it, which ends follow
+	// reads at once.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	closed bool
+	lns    map[net.Listener]struct{}
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup // Serve loops and connections
+}
+
+// New makes a server for the tree whose root is root (fs.Tree.Root()).
+// log may be nil.
+func New(root hfs.Dir, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{root: root, log: log, uid: os.Getuid(), gid: os.Getgid(),
+		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.p9 = p9.NewServer(attacher{s}, p9.WithServerLogger(p9log{log}))
+	return s
+}
+
+type attacher struct{ s *Server }
+
+func (a attacher) Attach() (p9.File, error) { return &file{s: a.s, n: a.s.root}, nil }
+
+// p9log sends p9's own messages to the daemon's log: its trace of every
+// message at debug level, the rest (protocol errors, panics in handlers)
+// as warnings.
+type p9log struct{ l *slog.Logger }
+
+func (l p9log) Printf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.HasPrefix(msg, "send ") || strings.HasPrefix(msg, "recv ") {
+		l.l.Debug("9p: " + msg)
+		return
+	}
+	l.l.Warn("9p: " + msg)
+}
+
+// Serve accepts connections on l until Close, serving each in its own
+// goroutines. It returns nil after Close.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	}
+	s.lns[l] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			delete(s.lns, l)
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("9p accept on %s: %w", l.Addr(), err)
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			s.log.Debug("9p client connected", "remote", c.RemoteAddr().String())
+			s.p9.Handle(c, c)
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Close stops accepting, ends every connection (follow reads return at
+// once) and waits, up to 5 s, for requests in flight to finish.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.cancel()
+	for l := range s.lns {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(5 * time.Second):
+		return errors.New("9p server: requests still running 5 s after close")
+	}
+}
+
+// Listen opens a 9P address:
+//
+//	unix:PATH        a Unix socket of mode 0600 (a stale socket there is replaced)
+//	tcp:HOST:PORT    TCP; HOST must be a loopback address unless allowRemote
+//
+// 9P2000.L has no authentication: anyone who can connect can create,
+// boot and delete VMs. Reach a loopback address from another host through
+// ssh (ssh -L 5640:127.0.0.1:5640 vmhost) instead of allowing remote.
+func Listen(addr string, allowRemote bool) (net.Listener, error) {
+	kind, rest, _ := strings.Cut(addr, ":")
+	switch {
+	case kind == "unix" && rest != "":
+		return listenUnix(rest)
+	case kind == "tcp" && rest != "":
+		return listenTCP(rest, allowRemote)
+	}
+	return nil, fmt.Errorf("9p address %q: want unix:PATH or tcp:HOST:PORT", addr)
+}
+
+func listenTCP(hostport string, allowRemote bool) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, fmt.Errorf("9p address tcp:%s: %w", hostport, err)
+	}
+	if !allowRemote {
+		if err := checkLoopback(host); err != nil {
+			return nil, fmt.Errorf("9p address tcp:%s: %w; 9P has no authentication: forward a loopback port over ssh, or pass --9p-allow-remote", hostport, err)
+		}
+	}
+	l, err := net.Listen("tcp", hostport)
+	if err != nil {
+		return nil, fmt.Errorf("9p listen: %w", err)
+	}
+	return l, nil
+}
+
+// checkLoopback accepts a host only if every address it names is a
+// loopback address.
+func checkLoopback(host string) error {
+	if host == "" {
+		return errors.New("no host given: that listens on every interface")
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		if !ip.IsLoopback() {
+			return fmt.Errorf("%s is not a loopback address", host)
+		}
+		return nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return fmt.Errorf("resolve host: %w", err)
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return fmt.Errorf("%s resolves to %s, not a loopback address", host, ip)
+		}
+	}
+	return nil
+}
+
+// listenUnix binds path with mode 0600. The socket is made in a private
+// directory beside path, given its mode, and renamed into place, so no
+// one can connect before the mode is set.
+func listenUnix(path string) (net.Listener, error) {
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("9p socket path: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("9p socket directory: %w", err)
+	}
+	if err := clearStaleSocket(path); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".9p")
+	if err != nil {
+		return nil, fmt.Errorf("9p socket directory: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	bind := filepath.Join(tmp, "s")
+	if len(bind) >= 108 { // sun_path; bind in place and set the mode at once
+		bind = path
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: bind, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("9p listen on %s: %w", path, err)
+	}
+	l.SetUnlinkOnClose(false)
+	if err := os.Chmod(bind, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("9p socket mode: %w", err)
+	}
+	if bind != path {
+		if err := os.Rename(bind, path); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("9p socket: %w", err)
+		}
+	}
+	return &unixListener{Listener: l, path: path}, nil
+}
+
+// clearStaleSocket removes a socket at path that nobody listens on; it
+// refuses to replace a live socket or anything that is not a socket.
+func clearStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("9p socket path: %w", err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("9p socket path %s: exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("9p socket %s: another server is listening on it", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale 9p socket: %w", err)
+	}
+	return nil
+}
+
+// unixListener removes its socket file on Close.
+type unixListener struct {
+	net.Listener
+	path string
+	once sync.Once
+}
+
+func (l *unixListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { os.Remove(l.path) })
+	return err
+}
