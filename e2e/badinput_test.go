@@ -3,6 +3,8 @@ package e2e
 import (
 	"errors"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -155,6 +157,33 @@ func TestMissingKernel(t *testing.T) {
 		t.Fatalf("error = %q; want it to name the kernel and make deps", msg)
 	}
 	if err := os.Remove(d.Path("instances", "nok")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Without QEMU the instance goes to error, naming QEMU and make deps.
+func TestMissingQEMU(t *testing.T) {
+	testenv.Require(t)
+	d := testenv.NewDaemon(t)
+	d.Stop()
+	// A PATH with fusermount3 (for the mount) but no QEMU.
+	bin := t.TempDir()
+	fm, err := exec.LookPath("fusermount3")
+	if err != nil {
+		t.Skip("no fusermount3")
+	}
+	os.Symlink(fm, filepath.Join(bin, "fusermount3"))
+	d.SetEnv("PATH=" + bin)
+	d.Start()
+	os.Mkdir(d.Path("instances", "noq"), 0o755)
+	if err := os.WriteFile(d.Inst("noq", "config"), []byte("{}"), 0o644); err != nil {
+		t.Fatalf("config write: %v", err)
+	}
+	d.WaitStatus("noq", "error", 30*time.Second)
+	if msg := d.Read(d.Inst("noq", "error")); !strings.Contains(msg, "qemu") || !strings.Contains(msg, "make deps") {
+		t.Fatalf("error = %q; want it to name QEMU and make deps", msg)
+	}
+	if err := os.Remove(d.Path("instances", "noq")); err != nil {
 		t.Fatal(err)
 	}
 }
