@@ -239,6 +239,7 @@ func (h *fileHandle) Read(_ context.Context, p []byte, off int64) (int, error) {
 	}
 	return n, err
 }
+
 // Fd is the backing file's descriptor: adapters that can (FUSE
 // passthrough) let the kernel read it directly.
 func (h *fileHandle) Fd() (int, bool) { return int(h.f.Fd()), true }

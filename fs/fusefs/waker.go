@@ -71,15 +71,17 @@ var locals = &local{names: map[string]time.Time{}}
 type Waker struct {
 	mnt  string
 	ch   chan instance.Event
+	quit chan struct{} // closed by Stop; ch is never closed (late events)
 	done chan struct{}
 	once sync.Once
 }
 
 // StartWaker starts waking inotify watchers of the tree mounted at mnt.
 func StartWaker(mnt string, tree *hfs.Tree) *Waker {
-	w := &Waker{mnt: mnt, ch: make(chan instance.Event, 4096), done: make(chan struct{})}
+	w := &Waker{mnt: mnt, ch: make(chan instance.Event, 4096), quit: make(chan struct{}), done: make(chan struct{})}
 	tree.Watch(func(ev instance.Event) {
 		select {
+		case <-w.quit:
 		case w.ch <- ev:
 		default: // a burst beyond the queue: watchers miss a wake, never the daemon
 		}
@@ -90,13 +92,19 @@ func StartWaker(mnt string, tree *hfs.Tree) *Waker {
 
 // Stop ends the waker; call it before unmounting.
 func (w *Waker) Stop() {
-	w.once.Do(func() { close(w.ch) })
+	w.once.Do(func() { close(w.quit) })
 	<-w.done
 }
 
 func (w *Waker) run() {
 	defer close(w.done)
-	for ev := range w.ch {
+	for {
+		var ev instance.Event
+		select {
+		case <-w.quit:
+			return
+		case ev = <-w.ch:
+		}
 		dir := filepath.Join(w.mnt, "instances", ev.Instance)
 		switch {
 		case ev.Deleted:
