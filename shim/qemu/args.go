@@ -46,6 +46,11 @@ func argsFor(spec engine.Spec, arch string) []string {
 	machine := "microvm"
 	if arch == "arm64" {
 		machine = "virt" // microvm is x86 only; virt also has virtio-mmio
+		if accel == "tcg" {
+			// QEMU's own pointer-authentication algorithm is ~3x faster to
+			// emulate than the architected one (boot to ready 3 s vs 10 s).
+			cpu = "max,pauth-impdef=on"
+		}
 	}
 	a = append(a,
 		"-accel", accel,

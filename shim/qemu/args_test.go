@@ -46,7 +46,7 @@ func TestArgs(t *testing.T) {
 		{"restore", "amd64", func(s *engine.Spec) { s.RestoreFrom = "/snap/it's" }, []string{
 			"-kernel /k/vmlinux", `-incoming exec:cat '/snap/it'\''s/state.qemu'`,
 		}, nil},
-		{"arm64", "arm64", nil, []string{"-accel tcg -M virt -cpu max"}, []string{"microvm"}},
+		{"arm64", "arm64", nil, []string{"-accel tcg -M virt -cpu max,pauth-impdef=on"}, []string{"microvm"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
