@@ -154,6 +154,7 @@ type testVM struct {
 	console net.Conn
 	out     lockedBuffer
 	exited  chan error
+	ready   time.Duration // from QEMU's start to the ready line
 }
 
 // startVM boots b under TCG the way DESIGN §4 shows, with the serial
@@ -169,6 +170,18 @@ func startVM(t *testing.T, b *Boot) *testVM {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return launchVM(t, qemu, 60*time.Second,
+		"-accel", "tcg", "-M", "microvm", "-cpu", "max", "-m", "256",
+		"-kernel", b.Kernel, "-initrd", b.Initramfs,
+		"-append", b.Cmdline+" tsc_early_khz="+strconv.Itoa(khz),
+	)
+}
+
+// launchVM runs qemu with args plus a QMP socket and the serial console
+// on a unix socket the test listens on before QEMU starts, and waits up
+// to ready for the guest's ready line and shell prompt.
+func launchVM(t *testing.T, qemu string, ready time.Duration, args ...string) *testVM {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "g") // short: sun_path is 108 bytes
 	if err != nil {
 		t.Fatal(err)
@@ -180,15 +193,12 @@ func startVM(t *testing.T, b *Boot) *testVM {
 	}
 	defer ln.Close()
 	vm := &testVM{dir: dir, exited: make(chan error, 1)}
-	vm.cmd = exec.Command(qemu,
-		"-accel", "tcg", "-M", "microvm", "-cpu", "max", "-m", "256",
+	vm.cmd = exec.Command(qemu, append(args,
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-kernel", b.Kernel, "-initrd", b.Initramfs,
-		"-append", b.Cmdline+" tsc_early_khz="+strconv.Itoa(khz),
 		"-qmp", "unix:"+filepath.Join(dir, "qmp.sock")+",server=on,wait=off",
 		"-chardev", "socket,id=c0,path="+filepath.Join(dir, "serial.sock"),
 		"-serial", "chardev:c0",
-	)
+	)...)
 	var stderr lockedBuffer
 	vm.cmd.Stderr = &stderr
 	start := time.Now()
@@ -218,8 +228,9 @@ func startVM(t *testing.T, b *Boot) *testVM {
 			}
 		}
 	}()
-	vm.waitFor(t, "hypefs: guest ready", 60*time.Second)
-	t.Logf("boot to ready: %.2fs", time.Since(start).Seconds())
+	vm.waitFor(t, "hypefs: guest ready", ready)
+	vm.ready = time.Since(start)
+	t.Logf("boot to ready: %.2fs", vm.ready.Seconds())
 	vm.waitFor(t, "hypefs:~# ", 10*time.Second)
 	return vm
 }

@@ -37,19 +37,39 @@ func kernelFile(arch string) string {
 }
 
 // Fetch makes sure the kernel that Debian's linux-image-<arch> metapackage
-// currently points to is in kernelsDir, downloading its .deb with apt-get
-// (never installing it on the host), and returns its version, e.g.
-// "6.1.0-56-amd64". It does nothing when that version is already cached.
+// currently points to is in kernelsDir, and a static busybox for arch
+// beside it (busybox-<arch>, see FetchBusybox), and returns the kernel's
+// version, e.g. "6.1.0-56-amd64". The .debs are downloaded with apt-get,
+// never installed. For the host's architecture the host's package lists
+// are used; for another one (arm64 on an amd64 host) a private apt that
+// leaves the host's apt and dpkg configuration alone (see apt.go).
+// Nothing is downloaded when both are cached already.
 func Fetch(ctx context.Context, kernelsDir, arch string) (version string, err error) {
 	if arch == "" {
 		arch = "amd64"
 	}
-	pkg, err := resolveKernelPackage(ctx, arch)
+	if _, ok := elfMachines[arch]; !ok {
+		return "", fmt.Errorf("guest arch %q: want amd64 or arm64", arch)
+	}
+	a, err := newApt(ctx, arch)
+	if err != nil {
+		return "", err
+	}
+	defer a.close()
+	pkg, err := resolveKernelPackage(ctx, a)
 	if err != nil {
 		return "", err
 	}
 	version = strings.TrimPrefix(pkg, "linux-image-")
-	if _, err := os.Stat(filepath.Join(kernelsDir, version)); err == nil {
+	var want []string
+	if _, err := os.Stat(filepath.Join(kernelsDir, version)); err != nil {
+		want = append(want, pkg)
+	}
+	bb := BusyboxPath(kernelsDir, arch)
+	if _, err := os.Stat(bb); err != nil {
+		want = append(want, busyboxPackage)
+	}
+	if len(want) == 0 {
 		return version, nil
 	}
 	tmp, err := os.MkdirTemp("", "hypefs-kernel-")
@@ -57,34 +77,41 @@ func Fetch(ctx context.Context, kernelsDir, arch string) (version string, err er
 		return "", err
 	}
 	defer os.RemoveAll(tmp)
-	spec := pkg
-	if hostArch(ctx) != arch {
-		spec += ":" + arch
+	if err := os.Chmod(tmp, 0o755); err != nil { // apt downloads as _apt
+		return "", err
 	}
-	cmd := exec.CommandContext(ctx, "apt-get", "download", spec)
-	cmd.Dir = tmp
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("apt-get download %s: %w: %s (hint: run \"apt-get update\")", spec, err, bytes.TrimSpace(out))
+	if err := a.download(ctx, tmp, want...); err != nil {
+		return "", err
 	}
-	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
-	if len(debs) != 1 {
-		return "", fmt.Errorf("apt-get download %s: got %d .deb files", spec, len(debs))
+	for _, p := range want {
+		debs, _ := filepath.Glob(filepath.Join(tmp, p+"_*.deb"))
+		if len(debs) != 1 {
+			return "", fmt.Errorf("apt-get download %s: got %d .deb files", p, len(debs))
+		}
+		if p == busyboxPackage {
+			err = installBusybox(ctx, debs[0], arch, bb)
+		} else {
+			_, err = FetchDeb(ctx, kernelsDir, debs[0])
+		}
+		if err != nil {
+			return "", err
+		}
 	}
-	return FetchDeb(ctx, kernelsDir, debs[0])
+	return version, nil
 }
 
 // resolveKernelPackage asks apt which real package the linux-image-<arch>
 // metapackage depends on (e.g. linux-image-6.1.0-56-amd64).
-func resolveKernelPackage(ctx context.Context, arch string) (string, error) {
-	meta := "linux-image-" + arch
-	out, err := exec.CommandContext(ctx, "apt-cache", "depends", meta).Output()
+func resolveKernelPackage(ctx context.Context, a *apt) (string, error) {
+	meta := "linux-image-" + a.arch
+	out, err := a.command(ctx, "apt-cache", "depends", meta).Output()
 	if err != nil {
-		return "", fmt.Errorf("apt-cache depends %s: %w (hint: run \"apt-get update\")", meta, err)
+		return "", fmt.Errorf("apt-cache depends %s: %w (%s)", meta, err, a.hint())
 	}
 	if pkg := parseAptDepends(out); pkg != "" {
 		return pkg, nil
 	}
-	return "", fmt.Errorf("apt-cache depends %s: no linux-image dependency", meta)
+	return "", fmt.Errorf("apt-cache depends %s: no linux-image dependency (%s)", meta, a.hint())
 }
 
 // parseAptDepends picks the first "Depends: linux-image-..." line of
@@ -180,8 +207,9 @@ type debContents struct {
 
 // extractDeb writes the kernel, the guest modules and their order into dir.
 func extractDeb(ctx context.Context, deb, version, arch, dir string) error {
+	wanted := rootsFor(arch)
 	roots := map[string]bool{}
-	for _, m := range guestModules {
+	for _, m := range wanted {
 		roots[m] = true
 	}
 	for _, m := range likelyDeps {
@@ -205,7 +233,7 @@ func extractDeb(ctx context.Context, deb, version, arch, dir string) error {
 	if c.vmlinuz == nil {
 		return fmt.Errorf("no /boot/vmlinuz-%s", version)
 	}
-	order, missing, err := loadOrder(guestModules, c.info, c.builtin)
+	order, missing, err := loadOrder(wanted, c.info, c.builtin)
 	if err != nil {
 		return err
 	}
@@ -352,8 +380,9 @@ func readModule(r io.Reader, name string) ([]byte, error) {
 	return b, nil
 }
 
-// writeKernel uncompresses vmlinuz into file and, on amd64, checks that
-// the result is an ELF with the PVH note, which QEMU's microvm needs.
+// writeKernel uncompresses vmlinuz into file and checks the result: on
+// amd64 an ELF with the PVH note, which QEMU's microvm needs; on arm64 a
+// raw Image, the only kind Virtualization.framework boots.
 func writeKernel(vmlinuz []byte, arch, file string) error {
 	f, err := os.Create(file)
 	if err != nil {
@@ -364,12 +393,16 @@ func writeKernel(vmlinuz []byte, arch, file string) error {
 	if err == nil {
 		err = bw.Flush()
 	}
-	if err == nil && arch == "amd64" {
+	switch {
+	case err != nil:
+	case arch == "amd64":
 		var ok bool
 		ok, err = hasPVHNote(f)
 		if err == nil && !ok {
 			err = errors.New("kernel has no PVH entry note")
 		}
+	case arch == "arm64":
+		err = checkArm64Image(f)
 	}
 	if err == nil {
 		err = f.Sync()

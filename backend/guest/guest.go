@@ -29,8 +29,11 @@ const DefaultKernelsDir = "/var/lib/hypefs/kernels"
 type Options struct {
 	KernelsDir string // cache root (default /var/lib/hypefs/kernels)
 	Init       string // path of the static hypefs-init binary (default: beside the running executable)
-	Busybox    string // path of a static busybox (default /bin/busybox)
-	Arch       string // "amd64" (default) or "arm64"
+	// Busybox is the path of a static busybox. The default is the one
+	// Fetch put into KernelsDir (busybox-<arch>), else /bin/busybox for
+	// the host's own arch on Linux.
+	Busybox string
+	Arch    string // "amd64" (default) or "arm64"
 	// KernelVersion picks a cached kernel; "" means the newest for Arch.
 	KernelVersion string
 }
@@ -88,7 +91,7 @@ func withDefaults(o Options) Options {
 		o.Arch = "amd64"
 	}
 	if o.Busybox == "" {
-		o.Busybox = "/bin/busybox"
+		o.Busybox = defaultBusybox(o.KernelsDir, o.Arch)
 	}
 	if o.Init == "" {
 		if exe, err := os.Executable(); err == nil {
@@ -100,7 +103,7 @@ func withDefaults(o Options) Options {
 
 // pickKernel returns the wanted version, or the newest cached for arch.
 func pickKernel(dir, arch, want string) (string, error) {
-	hint := fmt.Errorf("%w in %s (hint: run \"make deps\")", ErrNoKernel, dir)
+	hint := fmt.Errorf("%w in %s (hint: run %q)", ErrNoKernel, dir, fetchHint(arch))
 	ents, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("kernels directory: %w", err)
@@ -121,7 +124,7 @@ func pickKernel(dir, arch, want string) (string, error) {
 	}
 	if best == "" {
 		if want != "" {
-			return "", fmt.Errorf("%w %s for %s in %s (hint: run \"make deps\")", ErrNoKernel, want, arch, dir)
+			return "", fmt.Errorf("%w %s for %s in %s (hint: run %q)", ErrNoKernel, want, arch, dir, fetchHint(arch))
 		}
 		return "", hint
 	}

@@ -44,7 +44,7 @@ func ensureInitramfs(ctx context.Context, kdir string, opts Options) (string, er
 	if err != nil {
 		return "", err
 	}
-	bbFI, err := inputStat(opts.Busybox, "busybox", "make deps")
+	bbFI, err := inputStat(opts.Busybox, "busybox", fetchHint(opts.Arch))
 	if err != nil {
 		return "", err
 	}
@@ -271,6 +271,11 @@ func busyboxApplets(ctx context.Context, busybox, arch string) ([]string, error)
 // atomicWrite writes file through a temp file in its directory, then
 // renames it into place, so readers never see a partial file.
 func atomicWrite(file string, fill func(io.Writer) error) error {
+	return atomicWriteMode(file, 0o644, fill)
+}
+
+// atomicWriteMode is atomicWrite giving the file mode perm.
+func atomicWriteMode(file string, perm os.FileMode, fill func(io.Writer) error) error {
 	f, err := os.CreateTemp(filepath.Dir(file), ".tmp-"+filepath.Base(file)+"-")
 	if err != nil {
 		return err
@@ -282,7 +287,7 @@ func atomicWrite(file string, fill func(io.Writer) error) error {
 		err = bw.Flush()
 	}
 	if err == nil {
-		err = f.Chmod(0o644)
+		err = f.Chmod(perm)
 	}
 	if err == nil {
 		err = f.Sync()

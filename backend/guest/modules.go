@@ -30,6 +30,21 @@ var guestModules = []string{
 	"button", "evdev",
 }
 
+// archModules are further roots for one architecture. On arm64, QEMU's
+// "-M virt" booted without firmware describes its power button in the
+// device tree as a gpio-keys key on the PL061 GPIO controller (the
+// controller is built in, gpio_keys is a module); booted through ACPI it
+// is the ACPI button, as on x86, which arm64 kernels have built in.
+var archModules = map[string][]string{
+	"arm64": {"gpio_keys"},
+}
+
+// rootsFor returns the modules wanted for arch: guestModules, then
+// archModules[arch].
+func rootsFor(arch string) []string {
+	return append(append([]string(nil), guestModules...), archModules[arch]...)
+}
+
 // likelyDeps are dependencies of guestModules that are not roots
 // themselves (erofs needs libcrc32c in 6.1). Naming them lets FetchDeb
 // keep their bytes on its first pass over the package instead of

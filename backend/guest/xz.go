@@ -2,7 +2,6 @@ package guest
 
 import (
 	"bytes"
-	"compress/gzip"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -28,21 +27,18 @@ func findXZ(b []byte) int {
 // On amd64 that is the XZ stream embedded in the bzImage; its payload is
 // the ELF vmlinux, which QEMU boots through its PVH entry note (about 2x
 // faster to boot than the bzImage under TCG, which must decompress
-// itself). On arm64 vmlinuz is a gzipped Image.
+// itself). On arm64 vmlinuz is the Image itself (Debian 12), a gzipped
+// Image, or an EFI zboot program holding a gzipped Image; see arm64.go.
 //
 // The x86 kernel compresses with XZ's x86 BCJ filter in front of LZMA2;
 // github.com/ulikunitz/xz only decodes plain LZMA2, so we use
 // github.com/xi2/xz (a port of XZ Embedded, which has the BCJ filters).
 func unpackKernel(vmlinuz []byte, w io.Writer) error {
 	if bytes.HasPrefix(vmlinuz, gzipMagic) {
-		zr, err := gzip.NewReader(bytes.NewReader(vmlinuz))
-		if err != nil {
-			return fmt.Errorf("gzip kernel: %w", err)
-		}
-		if _, err := io.Copy(w, zr); err != nil {
-			return fmt.Errorf("gzip kernel: %w", err)
-		}
-		return nil
+		return gunzipTo(vmlinuz, w)
+	}
+	if ok, err := unpackArm64(vmlinuz, w); ok {
+		return err
 	}
 	off := findXZ(vmlinuz)
 	if off < 0 {

@@ -37,7 +37,9 @@ type Options struct {
 	Layout layout.Layout
 	// BinDir holds hypefs-shim and hypefs-init.
 	BinDir string
-	// Busybox is the static busybox put into the guest (default /bin/busybox).
+	// Busybox is the static busybox put into the guest; empty means the
+	// guest package's default (the kernel cache's busybox-ARCH, or the
+	// host's /bin/busybox for the host's own arch).
 	Busybox string
 	Log     *slog.Logger
 	// ShutdownTimeout is how long shutdown waits for the guest before
@@ -115,9 +117,6 @@ func Open(opts Options) (*Manager, error) {
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
-	}
-	if opts.Busybox == "" {
-		opts.Busybox = "/bin/busybox"
 	}
 	if !opts.Layout.SocketsFit() {
 		return nil, fmt.Errorf("run directory %s is too long for Unix socket paths (%d bytes at most); choose a shorter --run", opts.Layout.Run, layout.SunPathMax())
