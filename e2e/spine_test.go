@@ -155,8 +155,8 @@ func TestLifecycle(t *testing.T) {
 // assertNothingLeft checks that no process, socket or file of a VM remains.
 func assertNothingLeft(t *testing.T, d *testenv.Daemon) {
 	t.Helper()
-	if !testenv.WaitFor(5*time.Second, func() bool { return len(testenv.Processes(d.Run + "/")) == 0 }) {
-		t.Fatalf("processes left running: %v", testenv.Processes(d.Run + "/"))
+	if !testenv.WaitFor(5*time.Second, func() bool { return len(testenv.Processes(d.Run+"/")) == 0 }) {
+		t.Fatalf("processes left running: %v", testenv.Processes(d.Run+"/"))
 	}
 	var left []string
 	filepath.Walk(d.Run, func(p string, fi os.FileInfo, err error) error {
@@ -215,7 +215,7 @@ func TestDaemonRestart(t *testing.T) {
 	if _, err := os.Stat(d.Path("version")); err == nil {
 		t.Fatal("still mounted after SIGTERM")
 	}
-	if len(testenv.Processes(d.Run + "/")) == 0 {
+	if len(testenv.Processes(d.Run+"/")) == 0 {
 		t.Fatal("the VM ended with the daemon")
 	}
 	d.Start()

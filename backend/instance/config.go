@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"unicode/utf8"
 
+	"github.com/google/go-containerregistry/pkg/name"
+
 	"hypefs/backend/host"
 )
 
@@ -44,8 +46,20 @@ const (
 
 // DefaultConfig is what {} means.
 func DefaultConfig() Config {
-	return Config{CPUs: 1, Memory: "256M", Disk: "1G", Accel: "auto", Hypervisor: "auto", Env: map[string]string{}}
+	return Config{CPUs: 1, Memory: "256M", Disk: "1G", Accel: "auto", Hypervisor: "auto", Env: map[string]string{}, Network: networkDefault}
 }
+
+// What "network" means in this daemon; see SetNetworkPolicy.
+var (
+	networkDefault bool
+	networkOff     string
+)
+
+// SetNetworkPolicy is called once at daemon start, before any config is
+// parsed: on is the default of "network" (true where guest networking
+// works); when off is not empty, "network": true is refused with off as
+// the reason. The default, for tests, is networking off and unrefused.
+func SetNetworkPolicy(on bool, off string) { networkDefault, networkOff = on, off }
 
 var knownKeys = []string{"accel", "cmd", "cpus", "disk", "entrypoint", "env", "hypervisor", "image", "memory", "network", "workdir"}
 
@@ -94,7 +108,9 @@ func (c *Config) set(key string, v json.RawMessage) error {
 			return bad("must be a string (an OCI reference such as \"alpine:3.20\"), got %s", kind(v))
 		}
 		if c.Image != "" {
-			return bad("OCI images are not supported by this build yet; leave \"image\" out to boot the built-in guest")
+			if _, err := name.ParseReference(c.Image); err != nil {
+				return bad("%q is not a valid image reference (%v); write it as e.g. \"alpine:3.20\" or \"registry.example.com/team/app:v1\"", c.Image, err)
+			}
 		}
 	case "cpus":
 		var n json.Number
@@ -171,8 +187,8 @@ func (c *Config) set(key string, v json.RawMessage) error {
 		if err := json.Unmarshal(v, &c.Network); err != nil {
 			return bad("must be true or false, got %s", kind(v))
 		}
-		if c.Network {
-			return bad("guest networking is not supported by this build yet; use false or leave it out")
+		if c.Network && networkOff != "" {
+			return bad("guest networking is off in this daemon: %s; use false or leave it out", networkOff)
 		}
 	case "accel":
 		if err := json.Unmarshal(v, &c.Accel); err != nil {

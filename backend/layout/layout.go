@@ -8,6 +8,8 @@
 //	    shim.log                   the shim's log (JSON lines)
 //	    exit.json                  how the VM last ended, written by the shim
 //	    machine-id                 the VM's machine identifier (vz)
+//	    disk.ext4, run-config.img, image.json   image instances (backend/image)
+//	DATA/images/                   the OCI image store (backend/image)
 //	RUN/NAME/ (or RUN/h/HASH/)     gone after a reboot
 //	    shim.json                  the shim's record: pids, boot id, start time
 //	    shim-config.json           what the daemon asked the shim to run

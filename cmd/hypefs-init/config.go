@@ -11,7 +11,7 @@ import (
 // with a dot are not passed to init by the kernel (it takes them for
 // module parameters), so the init reads /proc/cmdline itself.
 //
-//	hypefs.run=shell|poweroff  what to run after "guest ready" (default shell)
+//	hypefs.run=shell|poweroff|image  what to run after "guest ready" (default shell; image: see image.go)
 //	hypefs.poweroff=off|restart  how to end the VM (default off)
 //	hypefs.modules=0           do not load the initramfs's modules
 //	hypefs.hostname=NAME       the guest's hostname (default hypefs)

@@ -4,6 +4,8 @@ package main
 
 import (
 	"encoding/binary"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -57,5 +59,35 @@ func TestUnescapeMount(t *testing.T) {
 		if got := unescapeMount(in); got != want {
 			t.Errorf("unescapeMount(%q) = %q; want %q", in, got, want)
 		}
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	for how, want := range map[string]int{
+		"status 0": 0, "status 7": 7, "killed by killed (signal 9)": 137,
+		"killed by terminated (signal 15)": 143, "odd": 255,
+	} {
+		if got := exitCode(how); got != want {
+			t.Errorf("exitCode(%q) = %d; want %d", how, got, want)
+		}
+	}
+}
+
+func TestLookupUser(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\napp:x:1000:\nextra:x:2000:app\n"), 0o644)
+	for spec, want := range map[string][3]int{
+		"": {0, 0, 0}, "app": {1000, 1000, 1}, "1000": {1000, 1000, 1}, "app:extra": {1000, 2000, 1},
+		"5:6": {5, 6, 0}, "1000:0": {1000, 0, 1},
+	} {
+		c, _, err := lookupUser(root, spec)
+		if err != nil || int(c.Uid) != want[0] || int(c.Gid) != want[1] || len(c.Groups) != want[2] {
+			t.Errorf("lookupUser(%q) = %+v, %v; want %v", spec, c, err, want)
+		}
+	}
+	if _, _, err := lookupUser(root, "nobody"); err == nil {
+		t.Error("unknown user accepted")
 	}
 }

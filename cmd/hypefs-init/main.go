@@ -58,6 +58,10 @@ func main() {
 		logf("modules loaded")
 	}
 	unix.Sethostname([]byte(cfg.hostname))
+	if err := setupNetwork(readCmdline()); err != nil {
+		fmt.Printf("hypefs: network: %v\n", err)
+	}
+	logf("network configured")
 	power := watchPowerButton()
 
 	fmt.Println(readyLine)

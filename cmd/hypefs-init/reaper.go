@@ -83,7 +83,7 @@ func (r *reaper) wait(pid int) <-chan string {
 
 func describe(ws unix.WaitStatus) string {
 	if ws.Signaled() {
-		return fmt.Sprintf("killed by %v", ws.Signal())
+		return fmt.Sprintf("killed by %v (signal %d)", ws.Signal(), int(ws.Signal()))
 	}
 	return fmt.Sprintf("status %d", ws.ExitStatus())
 }

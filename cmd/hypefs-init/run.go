@@ -20,6 +20,12 @@ func runMain(cfg config, r *reaper) (<-chan string, error) {
 			return nil, fmt.Errorf("shell: %w", err)
 		}
 		return prefix("shell exited: ", r.wait(pid)), nil
+	case "image":
+		ch, err := runImage(r)
+		if err != nil {
+			return nil, fmt.Errorf("image: %w", err)
+		}
+		return ch, nil
 	case "poweroff":
 		ch := make(chan string, 1)
 		ch <- "hypefs.run=poweroff"

@@ -1,6 +1,7 @@
 // Command hypefs manages virtual machines through a filesystem.
 //
 //	hypefs mount [flags] MOUNTPOINT   serve the tree over FUSE (foreground)
+//	hypefs serve --9p ADDR [flags]    serve the tree over 9P only (foreground)
 //	hypefs kernel fetch [flags]       download the guest kernel into the cache
 //	hypefs version
 package main
@@ -15,10 +16,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"hypefs/backend/guest"
+	"hypefs/backend/image"
 	"hypefs/backend/instance"
 	"hypefs/backend/layout"
 	hfs "hypefs/fs"
@@ -35,6 +38,9 @@ func main() {
 	switch os.Args[1] {
 	case "mount":
 		mount(os.Args[2:])
+	case "serve":
+		serveOnly = true
+		mount(os.Args[2:])
 	case "kernel":
 		kernel(os.Args[2:])
 	case "version", "--version", "-v":
@@ -46,8 +52,10 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
-  hypefs mount [--data DIR] [--run DIR] [--kernels DIR] [--bin DIR] MOUNTPOINT
-  hypefs kernel fetch [--kernels DIR] [--deb FILE]
+  hypefs mount [--data DIR] [--run DIR] [--kernels DIR] [--bin DIR] [--9p ADDR [--9p-allow-remote]]
+               [--network auto|on|off] [--bridge NAME] [--subnet CIDR] MOUNTPOINT
+  hypefs serve --9p ADDR [--9p-allow-remote] [--data DIR] [--run DIR] [--kernels DIR] [--bin DIR]
+  hypefs kernel fetch [--kernels DIR] [--arch amd64|arm64] [--deb FILE]
   hypefs version`)
 	os.Exit(2)
 }
@@ -80,24 +88,57 @@ func mount(args []string) {
 	lay := layoutFlags(fl)
 	bin := fl.String("bin", selfDir(), "directory holding hypefs-shim and hypefs-init")
 	debug := fl.Bool("debug", false, "log every FUSE request")
+	netf := addNetworkFlags(fl)
+	nine := ninePFlags(fl)
 	fl.Parse(args)
-	if fl.NArg() != 1 {
+	if !serveOnly && fl.NArg() != 1 || serveOnly && (fl.NArg() != 0 || nine.addr == "") {
 		usage()
 	}
 	mnt, _ := filepath.Abs(fl.Arg(0))
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
 	var tree *hfs.Tree
-	m, err := instance.Open(instance.Options{Layout: *lay, BinDir: *bin, Log: log})
+	var treeRef atomic.Pointer[hfs.Tree] // events before the tree exists are dropped
+	onEvent := func(ev instance.Event) {
+		if t := treeRef.Load(); t != nil {
+			t.Event(ev)
+		}
+	}
+	netPart, err := netf.open(lay.Data, log)
+	if err != nil {
+		fatal(err)
+	}
+	images, err := image.Open(image.Options{Dir: filepath.Join(lay.Data, "images"), Log: log, InstanceDir: lay.InstanceDir})
+	if err != nil {
+		fatal(err)
+	}
+	m, err := instance.Open(instance.Options{Layout: *lay, BinDir: *bin, Log: log, OnEvent: onEvent,
+		Parts: []instance.Part{images.Part(), netPart}})
 	if err != nil {
 		fatal(err)
 	}
 	tree = hfs.New(m, Version)
-	srv, err := fusefs.Mount(mnt, tree, *debug)
+	tree.AddHostFacts(netPart.HostFacts)
+	tree.AddRoot("images", hfs.NewImagesDir(images))
+	treeRef.Store(tree)
+	stop9p, err := nine.start(tree, log)
 	if err != nil {
 		m.Close()
 		fatal(err)
 	}
+	if serveOnly {
+		waitSignal(log)
+		stop9p()
+		m.Close()
+		return
+	}
+	srv, err := fusefs.Mount(mnt, tree, *debug)
+	if err != nil {
+		stop9p()
+		m.Close()
+		fatal(err)
+	}
+	waker := fusefs.StartWaker(mnt, tree)
 	log.Info("hypefs mounted", "mountpoint", mnt, "data", lay.Data, "run", lay.Run, "instances", len(m.Names()))
 
 	sig := make(chan os.Signal, 1)
@@ -110,6 +151,8 @@ func mount(args []string) {
 	case <-done:
 		log.Info("unmounted from outside; exiting; VMs keep running")
 	}
+	stop9p()
+	waker.Stop()
 	unmount(srv.Unmount, mnt, log)
 	m.Close()
 }
@@ -135,6 +178,7 @@ func kernel(args []string) {
 	fl := flag.NewFlagSet("kernel fetch", flag.ExitOnError)
 	lay := layoutFlags(fl)
 	deb := fl.String("deb", "", "use this linux-image .deb instead of downloading one")
+	arch := fl.String("arch", runtime.GOARCH, "guest architecture: amd64 or arm64 (arm64 also serves macOS hosts)")
 	fl.Parse(args[1:])
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -143,12 +187,15 @@ func kernel(args []string) {
 	if *deb != "" {
 		v, err = guest.FetchDeb(ctx, lay.Kernels, *deb)
 	} else {
-		v, err = guest.Fetch(ctx, lay.Kernels, runtime.GOARCH)
+		v, err = guest.Fetch(ctx, lay.Kernels, *arch)
 	}
 	if err != nil {
 		fatal(err)
 	}
 	fmt.Printf("guest kernel %s in %s\n", v, lay.Kernels)
+	if *deb == "" {
+		fmt.Printf("guest busybox %s\n", guest.BusyboxPath(lay.Kernels, *arch))
+	}
 }
 
 func fatal(err error) {

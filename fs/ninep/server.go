@@ -60,7 +60,7 @@ type p9log struct{ l *slog.Logger }
 
 func (l p9log) Printf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
-	if strings.HasPrefix(msg, "send ") || strings.HasPrefix(msg, "recv ") {
+	if strings.HasPrefix(msg, "send ") || strings.HasPrefix(msg, "recv ") || strings.Contains(msg, "use of closed network connection") {
 		l.l.Debug("9p: " + msg)
 		return
 	}

@@ -119,11 +119,19 @@ type Daemon struct {
 	exited   chan struct{} // closed when the daemon process has been reaped
 	logPath  string
 	extraEnv []string
+	args     []string // extra mount flags (NewDaemonWith)
 }
 
 // NewDaemon prepares private directories (short paths: socket paths must
 // fit sun_path) and mounts. Cleanup kills every VM it started and unmounts.
 func NewDaemon(t TB) *Daemon {
+	t.Helper()
+	return NewDaemonWith(t)
+}
+
+// NewDaemonWith is NewDaemon with extra flags for `hypefs mount`, such as
+// "--9p", "unix:"+path.
+func NewDaemonWith(t TB, args ...string) *Daemon {
 	t.Helper()
 	Require(t)
 	dir, err := os.MkdirTemp("", "hfs")
@@ -131,7 +139,7 @@ func NewDaemon(t TB) *Daemon {
 		t.Fatal(err)
 	}
 	d := &Daemon{t: t, Dir: dir, Mnt: filepath.Join(dir, "mnt"), Data: filepath.Join(dir, "data"),
-		Run: filepath.Join(dir, "run"), Kernels: Kernels(), logPath: filepath.Join(dir, "daemon.log")}
+		Run: filepath.Join(dir, "run"), Kernels: Kernels(), logPath: filepath.Join(dir, "daemon.log"), args: args}
 	t.Cleanup(d.cleanup)
 	d.Start()
 	return d
@@ -145,8 +153,10 @@ func (d *Daemon) Start() {
 		d.t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(filepath.Join(Bins(d.t), "hypefs"), "mount", "--data", d.Data, "--run", d.Run,
-		"--kernels", d.Kernels, d.Mnt)
+	// Networking is off unless d.args turn it on (the last flag wins):
+	// tests never make bridges or NAT rules in the host's namespace.
+	args := append([]string{"mount", "--data", d.Data, "--run", d.Run, "--kernels", d.Kernels, "--network", "off"}, d.args...)
+	cmd := exec.Command(filepath.Join(Bins(d.t), "hypefs"), append(args, d.Mnt)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), d.extraEnv...)
 	if err := cmd.Start(); err != nil {

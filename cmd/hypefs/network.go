@@ -1,0 +1,57 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"hypefs/backend/instance"
+	"hypefs/backend/network"
+)
+
+// netFlags are the mount command's networking flags.
+type netFlags struct {
+	mode, bridge, subnet string
+}
+
+func addNetworkFlags(fl *flag.FlagSet) *netFlags {
+	f := &netFlags{}
+	fl.StringVar(&f.mode, "network", env("HYPEFS_NETWORK", "auto"), `guest networking: "auto" (on where hypefs has CAP_NET_ADMIN and /dev/net/tun), "on", or "off" (env HYPEFS_NETWORK)`)
+	fl.StringVar(&f.bridge, "bridge", network.DefaultBridge, "the host bridge guests are attached to")
+	fl.StringVar(&f.subnet, "subnet", network.DefaultSubnet, "the guests' IPv4 subnet; the bridge takes its first address")
+	return f
+}
+
+// open makes the networking part and tells config parsing what "network"
+// means in this daemon.
+func (f *netFlags) open(data string, log *slog.Logger) (*network.Network, error) {
+	subnet, err := network.ParseSubnet(f.subnet)
+	if err != nil {
+		return nil, fmt.Errorf("--subnet: %w", err)
+	}
+	opts := network.Options{Dir: filepath.Join(data, "network"), Bridge: f.bridge, Subnet: subnet, Log: log}
+	switch f.mode {
+	case "off":
+		opts.Disabled = "hypefs was started with --network off"
+	case "auto", "on":
+		if err := network.Available(); err != nil {
+			if f.mode == "on" {
+				return nil, fmt.Errorf("--network on: %w", err)
+			}
+			opts.Disabled = err.Error()
+			log.Warn("guest networking is off", "reason", err)
+		}
+	default:
+		return nil, fmt.Errorf("--network must be auto, on or off, not %q", f.mode)
+	}
+	if opts.Disabled == "" {
+		opts.DNS = network.HostDNS()
+	}
+	n, err := network.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	instance.SetNetworkPolicy(n.Enabled(), opts.Disabled)
+	return n, nil
+}
