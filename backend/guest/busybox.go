@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -52,21 +51,12 @@ func fetchHint(arch string) string {
 // busybox-static .deb into file, after checking that it is a static ELF
 // for arch. It appears by rename.
 func installBusybox(ctx context.Context, deb, arch, file string) error {
-	cmd := exec.CommandContext(ctx, "dpkg-deb", "--fsys-tarfile", deb)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
+	var bin []byte
+	werr := streamDeb(ctx, deb, func(r io.Reader) error {
+		var err error
+		bin, err = findBusybox(r)
 		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("dpkg-deb --fsys-tarfile: %w", err)
-	}
-	bin, werr := findBusybox(out)
-	io.Copy(io.Discard, out) // let dpkg-deb finish writing
-	if err := cmd.Wait(); err != nil && werr == nil {
-		werr = fmt.Errorf("dpkg-deb --fsys-tarfile: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
-	}
+	})
 	if werr != nil {
 		return fmt.Errorf("busybox package %s: %w", filepath.Base(deb), werr)
 	}
@@ -76,7 +66,7 @@ func installBusybox(ctx context.Context, deb, arch, file string) error {
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 		return err
 	}
-	err = atomicWriteMode(file, 0o755, func(w io.Writer) error {
+	err := atomicWriteMode(file, 0o755, func(w io.Writer) error {
 		_, err := w.Write(bin)
 		return err
 	})

@@ -296,6 +296,12 @@ func lines(ss []string) string {
 // vmlinuz, every module's modinfo, modules.builtin, and the contents of
 // the modules keep selects.
 func walkDeb(ctx context.Context, deb, version string, c *debContents, keep func(string) bool) error {
+	return streamDeb(ctx, deb, func(r io.Reader) error { return walkTar(r, version, c, keep) })
+}
+
+// streamDeb hands the package's data archive (a tar stream, through
+// dpkg-deb) to walk, then lets dpkg-deb finish and reports its failure.
+func streamDeb(ctx context.Context, deb string, walk func(io.Reader) error) error {
 	cmd := exec.CommandContext(ctx, "dpkg-deb", "--fsys-tarfile", deb)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -306,10 +312,8 @@ func walkDeb(ctx context.Context, deb, version string, c *debContents, keep func
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("dpkg-deb --fsys-tarfile: %w", err)
 	}
-	werr := walkTar(out, version, c, keep)
-	if werr != nil {
-		io.Copy(io.Discard, out) // let dpkg-deb finish writing
-	}
+	werr := walk(out)
+	io.Copy(io.Discard, out) // let dpkg-deb finish writing
 	if err := cmd.Wait(); err != nil && werr == nil {
 		werr = fmt.Errorf("dpkg-deb --fsys-tarfile: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
 	}

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -56,7 +55,7 @@ func (p part) Prepare(ctx context.Context, inst string, cfg instance.Config, pla
 		return err
 	}
 	dir := s.opt.InstanceDir(inst)
-	diskMiB, err := sizeMiB(cfg.Disk)
+	diskMiB, err := instance.SizeMiB(cfg.Disk)
 	if err != nil {
 		return &instance.Error{Errno: syscall.EINVAL, Msg: fmt.Sprintf("config key \"disk\": %v", err)}
 	}
@@ -234,28 +233,6 @@ func ensureWritable(ctx context.Context, path string, mib int64) error {
 		return fmt.Errorf("cannot make the writable disk: mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
 	}
 	return os.Rename(tmp, path)
-}
-
-// sizeMiB reads a config size ("1G", "512M", "2048").
-func sizeMiB(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
-	mult := 1.0
-	switch {
-	case strings.HasSuffix(t, "K"):
-		mult, t = 1.0/1024, t[:len(t)-1]
-	case strings.HasSuffix(t, "M"):
-		t = t[:len(t)-1]
-	case strings.HasSuffix(t, "G"):
-		mult, t = 1024, t[:len(t)-1]
-	case strings.HasSuffix(t, "T"):
-		mult, t = 1024*1024, t[:len(t)-1]
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f <= 0 {
-		return 0, fmt.Errorf("%q is not a size", s)
-	}
-	return int64(f * mult), nil
 }
 
 func writeJSON(path string, v any) error {

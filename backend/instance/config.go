@@ -229,6 +229,12 @@ func parseSize(v json.RawMessage, unit string) (int64, error) {
 	if err := json.Unmarshal(v, &s); err != nil {
 		return 0, fmt.Errorf("must be a number of MiB or a string such as \"512M\", got %s", kind(v))
 	}
+	return SizeMiB(s)
+}
+
+// SizeMiB reads a size string ("512M", "1G", "1.5G", "2048K", "512MiB")
+// as MiB; it must come to a whole, positive number of MiB.
+func SizeMiB(s string) (int64, error) {
 	t := strings.ToUpper(strings.TrimSpace(s))
 	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
 	mult := 1.0
