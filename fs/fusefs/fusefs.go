@@ -11,6 +11,7 @@ package fusefs
 
 import (
 	"context"
+	"os"
 	"syscall"
 	"time"
 
@@ -103,6 +104,16 @@ func (x *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if !ok {
 		return nil, syscall.ENOTDIR
 	}
+	if _, ok := d.(hfs.MkdirDir); ok && self(ctx) {
+		switch announced(name) {
+		case announceCreate: // so that the waker's mkdir reaches Mkdir
+			return nil, syscall.ENOENT
+		case announceDelete: // so that the waker's rmdir reaches Rmdir
+			gone := &goneDir{id: hfs.NewID()}
+			fill(ctx, gone, &out.Attr)
+			return x.NewInode(ctx, &node{n: gone}, stable(gone)), 0
+		}
+	}
 	c, err := d.Lookup(ctx, name)
 	if err != nil {
 		return nil, hfs.Errno(err)
@@ -111,6 +122,15 @@ func (x *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	setTimeouts(d, c, out)
 	return x.child(ctx, c), 0
 }
+
+// goneDir stands for an instance directory that is already gone, for the
+// length of the waker's rmdir.
+type goneDir struct{ id uint64 }
+
+func (g *goneDir) ID() uint64                                       { return g.id }
+func (g *goneDir) Mode() os.FileMode                                { return os.ModeDir | 0o755 }
+func (g *goneDir) Lookup(context.Context, string) (hfs.Node, error) { return nil, syscall.ENOENT }
+func (g *goneDir) Entries(context.Context) ([]hfs.Entry, error)     { return nil, nil }
 
 func (x *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	d, ok := x.n.(hfs.Dir)

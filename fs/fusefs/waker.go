@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -67,6 +66,42 @@ func (l *local) take(name string) bool {
 
 var locals = &local{names: map[string]time.Time{}}
 
+// announce is what the waker is about to tell the kernel about an
+// instance name: the kernel calls MKDIR only after a lookup of the name
+// failed, and RMDIR only after one succeeded, so during the waker's own
+// call the lookup answers as if the change had not happened yet.
+type announce int
+
+const (
+	announceNone announce = iota
+	announceCreate
+	announceDelete
+)
+
+var announcing struct {
+	mu    sync.Mutex
+	names map[string]announce
+}
+
+func setAnnounce(name string, a announce) {
+	announcing.mu.Lock()
+	defer announcing.mu.Unlock()
+	if announcing.names == nil {
+		announcing.names = map[string]announce{}
+	}
+	if a == announceNone {
+		delete(announcing.names, name)
+	} else {
+		announcing.names[name] = a
+	}
+}
+
+func announced(name string) announce {
+	announcing.mu.Lock()
+	defer announcing.mu.Unlock()
+	return announcing.names[name]
+}
+
 // Waker turns instance events into system calls on the mount.
 type Waker struct {
 	mnt  string
@@ -109,13 +144,15 @@ func (w *Waker) run() {
 		switch {
 		case ev.Deleted:
 			if !locals.take(ev.Instance) {
-				if err := syscall.Rmdir(dir); err != nil && !errors.Is(err, syscall.ENOENT) {
-					continue
-				}
+				setAnnounce(ev.Instance, announceDelete)
+				syscall.Rmdir(dir)
+				setAnnounce(ev.Instance, announceNone)
 			}
 		case ev.State == instance.New:
 			if !locals.take(ev.Instance) {
+				setAnnounce(ev.Instance, announceCreate)
 				syscall.Mkdir(dir, 0o755)
+				setAnnounce(ev.Instance, announceNone)
 			}
 		case ev.State != "":
 			now := time.Now()

@@ -11,11 +11,28 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
 
 	"hypefs/internal/testenv"
 )
+
+// waitNotify waits for an inotify event of op on name.
+func waitNotify(t *testing.T, w *fsnotify.Watcher, name string, op fsnotify.Op) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-w.Events:
+			if ev.Name == name && ev.Has(op) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no inotify %v for %s", op, name)
+		}
+	}
+}
 
 // A real daemon serving FUSE and 9P: the life of a VM driven over 9P,
 // and seen on the FUSE side at once.
@@ -38,15 +55,28 @@ func TestDaemonOver9P(t *testing.T) {
 	}
 
 	const n = "nine"
+	// Automation watching the FUSE side learns of what 9P does.
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Add(d.Path("instances")); err != nil {
+		t.Fatal(err)
+	}
 	inst := walk(t, root, "instances")
 	if _, err := inst.Mkdir(n, 0o755, 0, 0); err != nil {
 		t.Fatalf("mkdir over 9P: %v", err)
+	}
+	waitNotify(t, w, d.Path("instances", n), fsnotify.Create)
+	if err := w.Add(d.Inst(n, "status")); err != nil {
+		t.Fatal(err)
 	}
 	// Seen on the FUSE side at once.
 	if st := d.Status(n); st != "new" {
 		t.Fatalf("FUSE status of an instance made over 9P = %q", st)
 	}
-	_, err := inst.Mkdir(n, 0o755, 0, 0)
+	_, err = inst.Mkdir(n, 0o755, 0, 0)
 	wantErrno(t, "mkdir of an existing name", err, linux.EEXIST)
 	_, err = inst.Mkdir("Bad!", 0o755, 0, 0)
 	wantErrno(t, "mkdir of a bad name", err, linux.EINVAL)
@@ -88,6 +118,14 @@ func TestDaemonOver9P(t *testing.T) {
 		_, err := f.WriteAt([]byte(cmd+"\n"), 0)
 		return err
 	}
+	// Drop the wakes of earlier state changes: only the pause's counts below.
+	for drained := false; !drained; {
+		select {
+		case <-w.Events:
+		case <-time.After(300 * time.Millisecond):
+			drained = true
+		}
+	}
 	if err := ctl("pause"); err != nil {
 		t.Fatalf("pause: %v", err)
 	}
@@ -97,6 +135,7 @@ func TestDaemonOver9P(t *testing.T) {
 	if st := d.Status(n); st != "paused" {
 		t.Fatalf("FUSE status after pause over 9P = %q", st)
 	}
+	waitNotify(t, w, d.Inst(n, "status"), fsnotify.Chmod)
 	wantErrno(t, "bad ctl word", ctl("explode"), linux.EINVAL)
 	if e := readAll(t, root, "instances/"+n+"/error"); !strings.Contains(e, "explode") {
 		t.Fatalf("error after a bad ctl word = %q", e)
@@ -154,6 +193,7 @@ func TestDaemonOver9P(t *testing.T) {
 		t.Fatal("FUSE still shows the instance removed over 9P after 2 s")
 	}
 	t.Logf("FUSE saw the rmdir made over 9P after %s", time.Since(start))
+	waitNotify(t, w, d.Path("instances", n), fsnotify.Remove)
 	_, _, err = root.Walk([]string{"instances", n})
 	wantErrno(t, "walk to a removed instance", err, linux.ENOENT)
 }
