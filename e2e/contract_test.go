@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"hypefs/internal/testenv"
+	"hypefs/shim/client"
 )
 
 // Automation watching with inotify wakes on state changes the daemon makes.
@@ -382,8 +384,22 @@ func TestConcurrency(t *testing.T) {
 		}()
 	}
 	pw.Wait()
-	if st := d.Status("c00"); st == "paused" {
-		os.WriteFile(d.Inst("c00", "ctl"), []byte("resume"), 0o644)
+	// What the daemon shows is what the VM is in.
+	var info struct {
+		API string `json:"api_socket"`
+	}
+	json.Unmarshal([]byte(d.Read(d.Inst("c00", "info"))), &info)
+	shimSt, err := client.New(info.API).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Status("c00"); st != shimSt.State {
+		t.Fatalf("after concurrent pause/resume the daemon shows %q, the shim says %q", st, shimSt.State)
+	}
+	if shimSt.State == "paused" {
+		if err := os.WriteFile(d.Inst("c00", "ctl"), []byte("resume"), 0o644); err != nil {
+			t.Fatalf("resume: %v", err)
+		}
 	}
 	testenv.Shell("echo 'echo alive-$((7*6))' > " + d.Inst("c00", "console"))
 	d.WaitLog("c00", "alive-42", 1, 30*time.Second)

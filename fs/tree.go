@@ -141,8 +141,8 @@ func (d *instancesDir) Mkdir(_ context.Context, name string) (Node, error) {
 }
 
 func (d *instancesDir) Rmdir(_ context.Context, name string) error {
-	i := d.t.m.Get(name)
-	if err := d.t.m.Delete(name); err != nil {
+	i, err := d.t.m.Delete(name)
+	if err != nil {
 		return err
 	}
 	d.t.mu.Lock()

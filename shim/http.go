@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"time"
 
 	"hypefs/shim/api"
@@ -82,6 +83,9 @@ func (s *Shim) action(mux *http.ServeMux, path string, fn func(context.Context) 
 func (s *Shim) answer(w http.ResponseWriter, err error) {
 	switch {
 	case err == nil:
+		seq, state := s.Seq()
+		w.Header().Set(api.SeqHeader, strconv.FormatUint(seq, 10))
+		w.Header().Set(api.StateHeader, state)
 		w.WriteHeader(http.StatusNoContent)
 	case errors.Is(err, engine.ErrNotRunning):
 		writeError(w, http.StatusNotFound, err)

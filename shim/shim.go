@@ -48,7 +48,8 @@ type Shim struct {
 	exit    *ExitRecord
 	detail  string // why the VM is ending, set by graceful stop
 	subs    map[chan api.Event]struct{}
-	stopReq bool // someone asked the VM to end
+	seq     uint64 // state changes so far
+	stopReq bool   // someone asked the VM to end
 
 	done chan struct{} // closed once the exit record is written
 }
@@ -218,7 +219,8 @@ func (s *Shim) setStateIf(from, to, detail string) bool {
 
 func (s *Shim) setStateLocked(state, detail string) {
 	s.state = state
-	ev := api.Event{Time: time.Now().UTC(), State: state, Detail: detail}
+	s.seq++
+	ev := api.Event{Time: time.Now().UTC(), State: state, Detail: detail, Seq: s.seq}
 	for ch := range s.subs {
 		select {
 		case ch <- ev:
@@ -317,13 +319,13 @@ func (s *Shim) gracefulStop(ctx context.Context, timeout time.Duration) error {
 	case api.Stopping:
 		return nil
 	}
-	s.mu.Lock()
-	s.stopReq = true
-	s.mu.Unlock()
 	if err := s.m.PowerButton(ctx); err != nil {
 		return err
 	}
-	s.setState(api.Stopping, "power button pressed")
+	s.mu.Lock()
+	s.stopReq = true
+	s.setStateLocked(api.Stopping, "power button pressed")
+	s.mu.Unlock()
 	go func() {
 		select {
 		case <-s.m.Done():
@@ -340,7 +342,7 @@ func (s *Shim) status() api.Status {
 	defer s.mu.Unlock()
 	st := api.Status{
 		State: s.state, Hypervisor: s.eng.Name(), Accel: s.cfg.Engine.Accel, ShimPID: os.Getpid(),
-		HypervisorPID: s.m.PID(), BootID: s.bootID, Started: s.started, Ready: s.ready,
+		HypervisorPID: s.m.PID(), BootID: s.bootID, Started: s.started, Ready: s.ready, Seq: s.seq,
 	}
 	if s.exit != nil {
 		ex := s.exit.Exit
@@ -353,7 +355,7 @@ func (s *Shim) subscribe() (chan api.Event, api.Event) {
 	ch := make(chan api.Event, 64)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	first := api.Event{Time: time.Now().UTC(), State: s.state}
+	first := api.Event{Time: time.Now().UTC(), State: s.state, Seq: s.seq}
 	if s.exit == nil {
 		s.subs[ch] = struct{}{}
 	} else {
@@ -390,6 +392,13 @@ func listenUnix(path string) (net.Listener, error) {
 	}
 	os.Chmod(path, 0o600)
 	return l, nil
+}
+
+// Seq is the number of state changes so far, and the state they led to.
+func (s *Shim) Seq() (uint64, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seq, s.state
 }
 
 // Stop ends the VM now, recording detail as the reason.

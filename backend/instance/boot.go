@@ -20,7 +20,6 @@ import (
 	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
 	"hypefs/shim"
-	"hypefs/shim/api"
 	"hypefs/shim/client"
 	"hypefs/shim/engine"
 )
@@ -33,39 +32,81 @@ const shimReadyTimeout = 60 * time.Second
 // a sentence saying what is missing and how to get it.
 func (i *Instance) start() error {
 	i.mu.Lock()
-	if i.booting || live(i.rec.State) {
+	if i.deleted {
+		i.mu.Unlock()
+		return errf(syscall.ENOENT, "instance %q was removed", i.name)
+	}
+	if i.boot != nil || live(i.rec.State) {
 		i.mu.Unlock()
 		return nil
 	}
-	i.booting = true
+	ctx, cancel := context.WithTimeout(i.m.ctx, 5*time.Minute)
+	b := &bootJob{cancel: cancel, done: make(chan struct{})}
+	i.boot = b
 	i.rec.State = Booting
+	i.rec.Changed = time.Now().UTC()
 	i.rec.Error = ""
 	i.rec.Exit = nil
 	cfg := *i.rec.Config
 	i.saveLocked()
 	i.mu.Unlock()
 	i.m.changed(i.name, Booting, "starting")
+	i.m.wg.Add(1)
 	go func() {
-		err := i.boot(cfg)
+		defer i.m.wg.Done()
+		defer close(b.done)
+		defer cancel()
+		err := i.bootVM(ctx, cfg)
 		i.mu.Lock()
-		i.booting = false
-		if err != nil {
-			i.rec.State = Failed
+		i.boot = nil
+		state := ""
+		if err != nil && !i.deleted {
+			state = Failed
+			if b.killed {
+				state = Stopped
+				err = errors.New("the boot was cancelled by " + b.killedBy + " before the VM started")
+			}
+			i.rec.State = state
+			i.rec.Changed = time.Now().UTC()
 			i.rec.Error = err.Error()
 			i.saveLocked()
 		}
 		i.mu.Unlock()
-		if err != nil {
-			i.m.log.Warn("boot failed", "instance", i.name, "err", err)
-			i.m.changed(i.name, Failed, err.Error())
+		if state != "" {
+			i.m.log.Warn("boot did not complete", "instance", i.name, "err", err)
+			i.m.changed(i.name, state, err.Error())
 		}
 	}()
 	return nil
 }
 
-// boot prepares the guest, starts the shim and waits until it says the
-// hypervisor runs.
-func (i *Instance) boot(cfg Config) error {
+// bootJob is a boot being set up (before the shim says the VM runs).
+type bootJob struct {
+	cancel   context.CancelFunc
+	done     chan struct{}
+	killed   bool   // under Instance.mu
+	killedBy string // "kill" or "shutdown"
+}
+
+// cancelBoot stops a boot being set up and waits until it has given up
+// (or finished: then the VM runs and the caller deals with it).
+func (i *Instance) cancelBoot(by string) {
+	i.mu.Lock()
+	b := i.boot
+	if b != nil {
+		b.killed, b.killedBy = true, by
+	}
+	i.mu.Unlock()
+	if b != nil {
+		b.cancel()
+		<-b.done
+	}
+}
+
+// bootVM prepares the guest, starts the shim and waits until it says the
+// hypervisor runs. Cancelling ctx (kill during set-up) gives up at the
+// next step, ending a shim that was already started.
+func (i *Instance) bootVM(ctx context.Context, cfg Config) error {
 	m := i.m
 	accel, err := host.ResolveAccel(cfg.Accel)
 	if err != nil {
@@ -76,8 +117,6 @@ func (i *Instance) boot(cfg Config) error {
 	if _, err := os.Stat(shimBin); err != nil {
 		return fmt.Errorf("cannot start the VM: %s is missing (hint: run \"make build\")", shimBin)
 	}
-	ctx, cancel := context.WithTimeout(m.ctx, 5*time.Minute)
-	defer cancel()
 	gb, err := guest.Prepare(ctx, guest.Options{KernelsDir: m.lay.Kernels, Init: initBin, Busybox: m.busybox, Arch: runtime.GOARCH})
 	if err != nil {
 		return fmt.Errorf("cannot start the VM: %w", err)
@@ -126,27 +165,47 @@ func (i *Instance) boot(cfg Config) error {
 		i.partsEnded()
 		return err
 	}
-	if err := i.spawnShim(shimBin, cfgPath); err != nil {
+	i.mu.Lock()
+	gone := i.deleted
+	i.mu.Unlock()
+	if gone || ctx.Err() != nil {
+		os.RemoveAll(runDir)
+		i.partsEnded()
+		return fmt.Errorf("the boot was cancelled before the VM started")
+	}
+	if err := i.spawnShim(ctx, shimBin, cfgPath); err != nil {
 		os.RemoveAll(runDir)
 		i.partsEnded()
 		return err
 	}
 	rec, err := readShimRecord(scfg.RecordPath)
-	if err != nil {
-		return fmt.Errorf("shim started but its record is unreadable: %w", err)
+	if err == nil && ctx.Err() == nil {
+		now := time.Now().UTC()
+		i.mu.Lock()
+		i.rec.Started = &now
+		i.mu.Unlock()
+		if i.attach(rec) != nil {
+			return nil
+		}
+		err = errors.New("the instance was removed or hypefs is stopping")
 	}
-	now := time.Now().UTC()
-	i.mu.Lock()
-	i.rec.Started = &now
-	i.mu.Unlock()
-	i.attach(rec)
-	return nil
+	// The shim runs but cannot be followed: end it rather than leave
+	// a VM nobody can see.
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	client.New(scfg.APISocket).ShutdownVMM(sctx)
+	cancel()
+	os.RemoveAll(runDir)
+	i.partsEnded()
+	if ctx.Err() != nil {
+		return fmt.Errorf("the boot was cancelled before the VM started")
+	}
+	return fmt.Errorf("the shim started but cannot be followed: %w", err)
 }
 
 // spawnShim starts hypefs-shim detached (own session, plain exec.Command:
 // its life is not tied to any context of ours) and waits for its word on
 // the ready pipe.
-func (i *Instance) spawnShim(bin, cfgPath string) error {
+func (i *Instance) spawnShim(ctx context.Context, bin, cfgPath string) error {
 	logf, err := os.OpenFile(i.m.lay.InstanceFile(i.name, layout.ShimLog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("open shim log: %w", err)
@@ -191,6 +250,11 @@ func (i *Instance) spawnShim(bin, cfgPath string) error {
 	case <-time.After(shimReadyTimeout):
 		cmd.Process.Kill()
 		return fmt.Errorf("cannot start the VM: the shim did not report ready within %s", shimReadyTimeout)
+	case <-ctx.Done():
+		// A shim still starting has no VM worth keeping; its QEMU dies
+		// with it (parent-death signal).
+		cmd.Process.Kill()
+		return fmt.Errorf("the boot was cancelled before the VM started")
 	}
 }
 
@@ -204,101 +268,6 @@ func readShimRecord(path string) (*shim.Record, error) {
 		return nil, err
 	}
 	return &r, nil
-}
-
-// attach starts following a live shim's state changes.
-func (i *Instance) attach(rec *shim.Record) {
-	c := client.New(i.m.lay.RunFile(i.name, layout.APISock))
-	ctx, cancel := context.WithCancel(i.m.ctx)
-	i.mu.Lock()
-	i.shimRec, i.client, i.stopWait = rec, c, cancel
-	i.mu.Unlock()
-	i.m.wg.Add(1)
-	go func() {
-		defer i.m.wg.Done()
-		i.follow(ctx, c, rec)
-	}()
-}
-
-// follow applies the shim's state changes until the VM ends or the shim
-// disappears, then settles the final state from the exit record.
-func (i *Instance) follow(ctx context.Context, c *client.Client, rec *shim.Record) {
-	for {
-		err := c.Events(ctx, func(ev api.Event) {
-			switch ev.State {
-			case api.Stopped, api.Crashed:
-				return // settled below, from the exit record
-			}
-			i.setState(ev.State, ev.Detail)
-		})
-		if ctx.Err() != nil {
-			return
-		}
-		// The stream ended. If the shim still answers (a broken
-		// connection, not a dead shim), follow it again.
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, perr := c.Ping(pctx)
-		cancel()
-		if perr == nil {
-			if err != nil {
-				time.Sleep(100 * time.Millisecond)
-			}
-			continue
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		i.settle(rec)
-		return
-	}
-}
-
-// settle records how the VM ended: from the shim's exit record, or, when
-// there is none, as a crash of the shim itself. It then cleans up every
-// trace of the run under the run directory.
-func (i *Instance) settle(rec *shim.Record) {
-	var ex shim.ExitRecord
-	b, err := os.ReadFile(i.m.lay.InstanceFile(i.name, layout.ExitFile))
-	if err == nil {
-		err = json.Unmarshal(b, &ex)
-	}
-	state, msg := "", ""
-	if err == nil && ex.ShimPID == rec.ShimPID {
-		state = ex.State
-		switch {
-		case ex.Detail != "":
-			msg = ex.Detail
-		case state == Crashed:
-			msg = "the VM crashed: " + ex.Reason
-		}
-	} else {
-		state = Crashed
-		msg = fmt.Sprintf("the shim (pid %d) ended unexpectedly; the VM is gone", rec.ShimPID)
-		ex = shim.ExitRecord{State: Crashed, ShimPID: rec.ShimPID, Started: rec.Started,
-			Exit: engine.Exit{Time: time.Now().UTC(), Code: -1, Reason: "shim died", Crashed: true}}
-		killLeftover(rec.HypervisorPID, i.m.lay.RunDir(i.name))
-	}
-	i.mu.Lock()
-	if i.deleted {
-		i.mu.Unlock()
-		return
-	}
-	if i.client != nil {
-		i.client.Close()
-	}
-	i.client, i.shimRec = nil, nil
-	i.rec.Exit = &ex
-	if msg != "" {
-		i.rec.Error = msg
-	}
-	i.mu.Unlock()
-	os.RemoveAll(i.m.lay.RunDir(i.name))
-	i.partsEnded()
-	detail := ex.Reason
-	if msg != "" {
-		detail = msg
-	}
-	i.setState(state, detail)
 }
 
 // killLeftover ends a hypervisor whose shim died, but only if the process
@@ -334,10 +303,9 @@ func (m *Manager) reattach(i *Instance) {
 	defer c.Close()
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
-		st, err := c.Status(ctx)
+		_, err := c.Status(ctx)
 		cancel()
 		if err == nil {
-			i.setState(st.State, "reattached")
 			i.attach(rec)
 			return
 		}
@@ -345,7 +313,7 @@ func (m *Manager) reattach(i *Instance) {
 			return
 		}
 		if isGone(err) {
-			i.settle(rec)
+			i.settleGone(rec)
 			return
 		}
 		if attempt == 0 {
@@ -369,15 +337,14 @@ func (m *Manager) retryReattach(i *Instance, rec *shim.Record, c *client.Client)
 		case <-time.After(time.Second):
 		}
 		ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
-		st, err := c.Status(ctx)
+		_, err := c.Status(ctx)
 		cancel()
 		switch {
 		case err == nil:
-			i.setState(st.State, "reattached")
 			i.attach(rec)
 			return
 		case isGone(err):
-			i.settle(rec)
+			i.settleGone(rec)
 			return
 		}
 	}
@@ -400,15 +367,14 @@ func (i *Instance) partsEnded() {
 	}
 }
 
-// waitBooted waits until an instance's boot set-up has finished.
-func (m *Manager) waitBooted(i *Instance) {
-	for k := 0; k < 6000; k++ {
-		i.mu.Lock()
-		b := i.booting
-		i.mu.Unlock()
-		if !b {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+// settleGone settles a run whose shim was already gone when the daemon
+// came to look for it.
+func (i *Instance) settleGone(rec *shim.Record) {
+	r := &run{rec: rec, client: client.New(i.m.lay.RunFile(i.name, layout.APISock)), cancel: func() {},
+		settled: make(chan struct{}), applied: make(chan struct{})}
+	i.mu.Lock()
+	i.cur = r
+	i.mu.Unlock()
+	i.settle(r)
+	close(r.settled)
 }

@@ -13,6 +13,7 @@ import (
 	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
 	"hypefs/shim"
+	"hypefs/shim/api"
 	"hypefs/shim/client"
 )
 
@@ -61,14 +62,12 @@ type Instance struct {
 	saveMu  sync.Mutex // orders state file writes; taken before mu
 	written uint64     // version on disk (under saveMu)
 
-	mu       sync.Mutex
-	rec      record
-	version  uint64 // bumped on every change of rec
-	shimRec  *shim.Record
-	client   *client.Client
-	stopWait context.CancelFunc // ends the event follower
-	booting  bool               // a boot is being set up
-	deleted  bool
+	mu      sync.Mutex
+	rec     record
+	version uint64   // bumped on every change of rec
+	cur     *run     // the shim being followed, if any
+	boot    *bootJob // a boot being set up, if any
+	deleted bool
 }
 
 // Name is the instance's name.
@@ -139,14 +138,20 @@ func (i *Instance) Exit() *shim.ExitRecord {
 func (i *Instance) ShimRecord() *shim.Record {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	return i.shimRec
+	if i.cur == nil {
+		return nil
+	}
+	return i.cur.rec
 }
 
 // Client is the running shim's API client, or nil.
 func (i *Instance) Client() *client.Client {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	return i.client
+	if i.cur == nil {
+		return nil
+	}
+	return i.cur.client
 }
 
 // fail records a refusal in the error file and returns it.
@@ -216,7 +221,11 @@ func (i *Instance) SetConfig(raw []byte) error {
 		return i.fail(err.(*Error))
 	}
 	i.mu.Lock()
-	st, booting := i.rec.State, i.booting
+	st, booting, gone := i.rec.State, i.boot != nil, i.deleted
+	if gone {
+		i.mu.Unlock()
+		return errf(syscall.ENOENT, "instance %q was removed", i.name)
+	}
 	if live(st) || booting {
 		i.mu.Unlock()
 		return i.fail(errf(syscall.EBUSY, "config cannot change while the instance is %s (hint: echo kill > ctl, or shutdown, first)", st))
@@ -276,9 +285,12 @@ func (i *Instance) Ctl(line string) error {
 		return i.fail(errf(syscall.EINVAL, "unknown ctl command %q (valid: %s)", cmd, strings.Join(Commands, ", ")))
 	}
 	i.mu.Lock()
-	st, booting, cl := i.rec.State, i.booting, i.client
+	st, booting, r, gone := i.rec.State, i.boot != nil, i.cur, i.deleted
 	hasConfig := i.rec.Config != nil
 	i.mu.Unlock()
+	if gone {
+		return errf(syscall.ENOENT, "instance %q was removed", i.name)
+	}
 	if booting && cmd != "kill" && cmd != "shutdown" {
 		return i.fail(errf(syscall.EBUSY, "%s: the instance is still being set up; try again in a moment", cmd))
 	}
@@ -300,81 +312,91 @@ func (i *Instance) Ctl(line string) error {
 			return wrong()
 		}
 		return i.start()
-	case "kill":
+	case "kill", "shutdown":
 		if booting {
-			i.m.waitBooted(i)
-			cl = i.Client()
+			// Nothing runs yet that a power button could reach: stop
+			// the set-up. If it finished meanwhile, go on below.
+			i.cancelBoot(cmd)
+			i.mu.Lock()
+			st, r = i.rec.State, i.cur
+			i.mu.Unlock()
 		}
-		if !live(i.State()) || cl == nil {
+		if r == nil || !live(st) {
 			return nil
 		}
-		if err := cl.Shutdown(ctx); err != nil && !isGone(err) {
-			return i.fail(errf(syscall.EIO, "kill: %v", err))
+		if cmd == "kill" {
+			return i.kill(ctx, r)
 		}
-		i.waitEnded(10 * time.Second)
-		return nil
-	case "shutdown":
-		if booting {
-			i.m.waitBooted(i)
-			cl, st = i.Client(), i.State()
-		}
-		if !live(st) || st == Stopping || cl == nil {
-			return nil
-		}
-		if st == Paused {
-			if err := cl.Resume(ctx); err != nil && !isGone(err) {
-				return i.fail(errf(syscall.EIO, "shutdown: resume before the power button: %v", err))
-			}
-		}
-		if err := cl.GracefulStop(ctx, i.m.shutdownTimeout); err != nil && !isGone(err) {
-			return i.fail(errf(syscall.EIO, "shutdown: %v", err))
-		}
-		i.setState(Stopping, "power button pressed")
-		return nil
+		return i.shutdown(ctx, r, st)
 	}
 	// pause, resume, reboot need a VM in the right state.
-	if cl == nil {
+	if r == nil {
 		return wrong()
 	}
-	var err error
-	next := ""
+	var path string
 	switch cmd {
 	case "pause":
 		if st != Running && st != Booting {
 			return wrong()
 		}
-		err, next = cl.Pause(ctx), Paused
+		path = api.PathPause
 	case "resume":
 		if st != Paused {
 			return wrong()
 		}
-		err = cl.Resume(ctx)
+		path = api.PathResume
 	case "reboot":
 		if st != Running && st != Booting {
 			return wrong()
 		}
-		err, next = cl.Reboot(ctx), Booting
+		path = api.PathReboot
 	}
+	eff, err := r.client.Act(ctx, path, nil)
 	if err != nil {
 		if errorsIsState(err) {
 			return i.fail(errf(syscall.EBUSY, "%s: %v", cmd, err))
 		}
 		return i.fail(errf(syscall.EIO, "%s: %v", cmd, err))
 	}
-	if next != "" {
-		i.setState(next, cmd)
-	} else if s, e := cl.Status(ctx); e == nil {
-		i.setState(s.State, cmd)
-	}
+	i.applyEffect(r, eff, cmd)
 	return nil
 }
 
-// waitEnded waits until the VM is no longer live, at most d.
-func (i *Instance) waitEnded(d time.Duration) {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) && live(i.State()) {
-		time.Sleep(5 * time.Millisecond)
+// killWait bounds how long kill waits for the VM to be gone.
+const killWait = 20 * time.Second
+
+// kill ends the VM now and returns once it is recorded as ended.
+func (i *Instance) kill(ctx context.Context, r *run) error {
+	if _, err := r.client.Act(ctx, api.PathShutdown, nil); err != nil && !isGone(err) {
+		return i.fail(errf(syscall.EIO, "kill: %v", err))
 	}
+	select {
+	case <-r.settled:
+		return nil
+	case <-time.After(killWait):
+		return i.fail(errf(syscall.EIO, "kill: the VM was told to end but has not ended after %s; see vmm.log and shim.log", killWait))
+	}
+}
+
+// shutdown presses the power button (resuming a paused VM first); the
+// shim kills the VM if it has not ended after the shutdown timeout.
+func (i *Instance) shutdown(ctx context.Context, r *run, st string) error {
+	if st == Stopping {
+		return nil
+	}
+	if st == Paused {
+		eff, err := r.client.Act(ctx, api.PathResume, nil)
+		if err != nil && !isGone(err) {
+			return i.fail(errf(syscall.EIO, "shutdown: resume before the power button: %v", err))
+		}
+		i.applyEffect(r, eff, "resume")
+	}
+	eff, err := r.client.Act(ctx, api.PathGracefulStop, api.GracefulStop{TimeoutSeconds: i.m.shutdownTimeout.Seconds()})
+	if err != nil && !isGone(err) {
+		return i.fail(errf(syscall.EIO, "shutdown: %v", err))
+	}
+	i.applyEffect(r, eff, "power button pressed")
+	return nil
 }
 
 func (i *Instance) String() string { return fmt.Sprintf("instance %s", i.name) }
@@ -414,7 +436,8 @@ func (i *Instance) Info() Info {
 	in := Info{Name: i.name, State: i.rec.State, Created: i.rec.Created, Started: i.rec.Started, Exit: i.rec.Exit, Error: i.rec.Error}
 	f := i.rec.Facts
 	in.IP, in.MAC, in.Tap, in.Image, in.Digest = f["ip"], f["mac"], f["tap"], f["image"], f["digest"]
-	if r := i.shimRec; r != nil {
+	if i.cur != nil {
+		r := i.cur.rec
 		in.Accel, in.Hypervisor, in.ShimPID, in.HypervisorPID = r.Accel, r.Hypervisor, r.ShimPID, r.HypervisorPID
 		in.APISocket = i.m.lay.RunFile(i.name, layout.APISock)
 		if _, err := os.Stat(i.m.lay.RunFile(i.name, layout.VsockSock)); err == nil {

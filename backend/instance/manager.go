@@ -156,16 +156,16 @@ func Open(opts Options) (*Manager, error) {
 // Close stops following shims. The VMs keep running.
 func (m *Manager) Close() {
 	m.cancel()
+	m.wg.Wait()
 	m.mu.Lock()
 	for _, i := range m.instances {
 		i.mu.Lock()
-		if i.client != nil {
-			i.client.Close()
+		if i.cur != nil {
+			i.cur.client.Close()
 		}
 		i.mu.Unlock()
 	}
 	m.mu.Unlock()
-	m.wg.Wait()
 	m.saverWG.Wait()
 }
 
@@ -228,23 +228,24 @@ func (m *Manager) Create(name string) (*Instance, error) {
 	return i, nil
 }
 
-// Delete removes an instance that does not run (rmdir). Its files go too.
-func (m *Manager) Delete(name string) error {
+// Delete removes an instance that does not run (rmdir), with its files,
+// and returns it.
+func (m *Manager) Delete(name string) (*Instance, error) {
 	m.mu.Lock()
 	i, ok := m.instances[name]
 	m.mu.Unlock()
 	if !ok {
-		return errf(syscall.ENOENT, "no instance %q", name)
+		return nil, errf(syscall.ENOENT, "no instance %q", name)
 	}
 	i.mu.Lock()
-	st, booting := i.rec.State, i.booting
+	st, booting := i.rec.State, i.boot != nil
 	if live(st) || booting {
 		i.mu.Unlock()
-		return i.fail(errf(syscall.EBUSY, "instance %q is %s; it cannot be removed while it runs (hint: echo kill > ctl, or shutdown, first)", name, st))
+		return nil, i.fail(errf(syscall.EBUSY, "instance %q is %s; it cannot be removed while it runs (hint: echo kill > ctl, or shutdown, first)", name, st))
 	}
 	i.deleted = true
-	if i.stopWait != nil {
-		i.stopWait()
+	if i.cur != nil {
+		i.cur.cancel()
 	}
 	i.mu.Unlock()
 	m.mu.Lock()
@@ -270,7 +271,7 @@ func (m *Manager) Delete(name string) error {
 	if m.onEvent != nil {
 		go m.onEvent(Event{Time: time.Now().UTC(), Instance: name, Deleted: true, Detail: "deleted"})
 	}
-	return nil
+	return i, nil
 }
 
 // load reads every instance directory and reattaches live ones, each under

@@ -135,6 +135,8 @@ type Status struct {
 	Started       time.Time    `json:"started"`
 	Ready         *time.Time   `json:"ready,omitempty"`
 	Exit          *engine.Exit `json:"exit,omitempty"`
+	// Seq counts the shim's state changes; see Event.Seq.
+	Seq uint64 `json:"seq"`
 }
 
 // Event is one line of the hypefs.events stream. The first line carries
@@ -143,7 +145,18 @@ type Event struct {
 	Time   time.Time `json:"time"`
 	State  string    `json:"state"`
 	Detail string    `json:"detail,omitempty"`
+	// Seq numbers state changes, from 1. A successful action answers
+	// with the header SeqHeader naming the Seq of the state it led to, so
+	// a client following the events knows when it has seen its effect.
+	Seq uint64 `json:"seq"`
 }
+
+// SeqHeader and StateHeader carry, on a successful action, the Seq and
+// the state after the action.
+const (
+	SeqHeader   = "Hypefs-Seq"
+	StateHeader = "Hypefs-State"
+)
 
 // GracefulStop is the body of hypefs.graceful-stop: press the power
 // button, and end the VM if it has not ended after Timeout.

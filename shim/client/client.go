@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"hypefs/shim/api"
@@ -56,24 +57,39 @@ func (c *Client) Close() {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	_, err := c.doSeq(ctx, method, path, body, out)
+	return err
+}
+
+// Effect is what a successful action led to: the shim's state sequence
+// number and state right after it (zero where the shim did not say).
+type Effect struct {
+	Seq   uint64
+	State string
+}
+
+// doSeq is do, also returning the effect a successful action answered
+// with (api.SeqHeader, api.StateHeader).
+func (c *Client) doSeq(ctx context.Context, method, path string, body, out any) (Effect, error) {
+	var none Effect
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return none, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://shim"+path, rd)
 	if err != nil {
-		return err
+		return none, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("shim %s: %w", path, err)
+		return none, fmt.Errorf("shim %s: %w", path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -84,17 +100,27 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		}
 		switch resp.StatusCode {
 		case http.StatusNotFound:
-			return fmt.Errorf("%w: %s", ErrNoVM, e.Error)
+			return none, fmt.Errorf("%w: %s", ErrNoVM, e.Error)
 		case http.StatusMethodNotAllowed, http.StatusConflict:
-			return fmt.Errorf("%w: %s", ErrWrongState, e.Error)
+			return none, fmt.Errorf("%w: %s", ErrWrongState, e.Error)
 		}
-		return fmt.Errorf("shim %s: %s", path, e.Error)
+		return none, fmt.Errorf("shim %s: %s", path, e.Error)
 	}
+	var eff Effect
+	eff.Seq, _ = strconv.ParseUint(resp.Header.Get(api.SeqHeader), 10, 64)
+	eff.State = resp.Header.Get(api.StateHeader)
 	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
+		return eff, json.NewDecoder(resp.Body).Decode(out)
 	}
 	io.Copy(io.Discard, resp.Body)
-	return nil
+	return eff, nil
+}
+
+// Act runs a PUT action (api.PathPause, PathResume, PathReboot,
+// PathShutdown, PathGracefulStop with a body) and returns its effect: a
+// caller following the events may apply it at once, ordered by Seq.
+func (c *Client) Act(ctx context.Context, path string, body any) (Effect, error) {
+	return c.doSeq(ctx, http.MethodPut, path, body, nil)
 }
 
 func (c *Client) Ping(ctx context.Context) (api.VmmPingResponse, error) {

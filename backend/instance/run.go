@@ -1,0 +1,212 @@
+package instance
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"hypefs/backend/layout"
+	"hypefs/shim"
+	"hypefs/shim/api"
+	"hypefs/shim/client"
+	"hypefs/shim/engine"
+)
+
+// run is one shim's life as the daemon follows it. Only the follower of
+// the current run changes the instance's state from what the shim says,
+// and only settle ends a run; a command waits for the follower to have
+// applied its effect (Seq) instead of writing the state itself, so that
+// concurrent commands and events cannot leave a state the VM is not in.
+//
+// Fields below the line are guarded by the instance's mu.
+type run struct {
+	rec     *shim.Record
+	client  *client.Client
+	cancel  context.CancelFunc
+	settled chan struct{} // closed when the follower is done (settled or stopped)
+
+	seq     uint64        // the shim's last state sequence number applied
+	events  int           // events applied
+	applied chan struct{} // closed and replaced whenever an event is applied
+}
+
+// attach starts following a live shim and returns once its current state
+// is applied (or after 2 s). It returns nil when the instance is gone or
+// the manager is closing.
+func (i *Instance) attach(rec *shim.Record) *run {
+	m := i.m
+	ctx, cancel := context.WithCancel(m.ctx)
+	r := &run{rec: rec, client: client.New(m.lay.RunFile(i.name, layout.APISock)), cancel: cancel,
+		settled: make(chan struct{}), applied: make(chan struct{})}
+	i.mu.Lock()
+	if i.deleted || m.ctx.Err() != nil {
+		i.mu.Unlock()
+		cancel()
+		r.client.Close()
+		return nil
+	}
+	if old := i.cur; old != nil {
+		old.cancel()
+	}
+	i.cur = r
+	i.mu.Unlock()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer close(r.settled)
+		defer cancel()
+		i.follow(ctx, r)
+	}()
+	i.waitApplied(r, func() bool { return r.events > 0 }, 2*time.Second)
+	return r
+}
+
+// waitApplied waits until cond (evaluated under i.mu) holds, the run is
+// over, or timeout passes; it reports whether cond held.
+func (i *Instance) waitApplied(r *run, cond func() bool, timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		i.mu.Lock()
+		ok, wake := cond(), r.applied
+		i.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-wake:
+		case <-r.settled:
+			return false
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
+// applyEffect applies what an action answered with, at once: the state
+// shown after a successful `echo pause > ctl` is paused, whatever the
+// event stream's delay. Seq keeps it in order with the events.
+func (i *Instance) applyEffect(r *run, eff client.Effect, detail string) {
+	if eff.State == "" || eff.Seq == 0 {
+		return
+	}
+	i.apply(r, api.Event{Time: time.Now().UTC(), State: eff.State, Detail: detail, Seq: eff.Seq})
+}
+
+// follow applies the shim's state changes until the VM ends or the shim
+// disappears, then settles the final state from the exit record.
+func (i *Instance) follow(ctx context.Context, r *run) {
+	for {
+		err := r.client.Events(ctx, func(ev api.Event) { i.apply(r, ev) })
+		if ctx.Err() != nil {
+			return
+		}
+		// The stream ended. If the shim still answers (a broken
+		// connection, not a dead shim), follow it again.
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, perr := r.client.Ping(pctx)
+		cancel()
+		if perr == nil {
+			if err != nil {
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		i.settle(r)
+		return
+	}
+}
+
+// apply takes one event of the current run.
+func (i *Instance) apply(r *run, ev api.Event) {
+	i.mu.Lock()
+	if i.cur != r || i.deleted {
+		i.mu.Unlock()
+		return
+	}
+	if r.events > 0 && ev.Seq <= r.seq {
+		// Already applied (from an action's answer): events are ordered
+		// by Seq, so an older one never overwrites a newer state.
+		i.mu.Unlock()
+		return
+	}
+	r.seq = ev.Seq
+	r.events++
+	close(r.applied)
+	r.applied = make(chan struct{})
+	changed := false
+	switch ev.State {
+	case api.Stopped, api.Crashed:
+		// settled from the exit record when the stream ends
+	default:
+		if i.rec.State != ev.State {
+			i.rec.State = ev.State
+			i.rec.Changed = time.Now().UTC()
+			i.saveLocked()
+			changed = true
+		}
+	}
+	i.mu.Unlock()
+	if changed {
+		i.m.changed(i.name, ev.State, ev.Detail)
+	}
+}
+
+// settle records how a run's VM ended: from the shim's exit record, or,
+// when there is none, as a crash of the shim itself. It then cleans up
+// every trace of the run under the run directory. A run that is no
+// longer the instance's current one changes nothing.
+func (i *Instance) settle(r *run) {
+	rec := r.rec
+	i.mu.Lock()
+	current := i.cur == r && !i.deleted
+	i.mu.Unlock()
+	if !current {
+		return
+	}
+	var ex shim.ExitRecord
+	b, err := os.ReadFile(i.m.lay.InstanceFile(i.name, layout.ExitFile))
+	if err == nil {
+		err = json.Unmarshal(b, &ex)
+	}
+	state, msg := "", ""
+	if err == nil && ex.ShimPID == rec.ShimPID {
+		state = ex.State
+		switch {
+		case ex.Detail != "":
+			msg = ex.Detail
+		case state == Crashed:
+			msg = "the VM crashed: " + ex.Reason
+		}
+	} else {
+		state = Crashed
+		msg = fmt.Sprintf("the shim (pid %d) ended unexpectedly; the VM is gone", rec.ShimPID)
+		ex = shim.ExitRecord{State: Crashed, ShimPID: rec.ShimPID, Started: rec.Started,
+			Exit: engine.Exit{Time: time.Now().UTC(), Code: -1, Reason: "shim died", Crashed: true}}
+		killLeftover(rec.HypervisorPID, i.m.lay.RunDir(i.name))
+	}
+	i.mu.Lock()
+	if i.cur != r || i.deleted {
+		i.mu.Unlock()
+		return
+	}
+	i.cur = nil
+	r.client.Close()
+	i.rec.Exit = &ex
+	if msg != "" {
+		i.rec.Error = msg
+	}
+	i.mu.Unlock()
+	os.RemoveAll(i.m.lay.RunDir(i.name))
+	i.partsEnded()
+	detail := ex.Reason
+	if msg != "" {
+		detail = msg
+	}
+	i.setState(state, detail)
+}
