@@ -4,7 +4,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"syscall"
 
 	"hypefs/backend/instance"
 	"hypefs/backend/network"
@@ -35,7 +37,11 @@ func (f *netFlags) open(data string, log *slog.Logger) (*network.Network, error)
 	case "off":
 		opts.Disabled = "hypefs was started with --network off"
 	case "auto", "on":
-		if err := network.Available(); err != nil {
+		err := network.Available()
+		if err == nil {
+			err = lockNetns()
+		}
+		if err != nil {
 			if f.mode == "on" {
 				return nil, fmt.Errorf("--network on: %w", err)
 			}
@@ -54,4 +60,29 @@ func (f *netFlags) open(data string, log *slog.Logger) (*network.Network, error)
 	}
 	instance.SetNetworkPolicy(n.Enabled(), opts.Disabled)
 	return n, nil
+}
+
+// netnsLock is held for the daemon's life once it manages networking.
+var netnsLock *os.File
+
+// lockNetns makes sure only one daemon manages guest networking in this
+// network namespace: the bridge, the TAPs it reconciles and the nftables
+// table are per namespace, and two daemons would remove each other's.
+func lockNetns() error {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/self/ns/net", &st); err != nil {
+		return nil // no namespace identity to lock on; nothing to share either
+	}
+	path := fmt.Sprintf("/run/lock/hypefs-net-%d.lock", st.Ino)
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("lock guest networking (%s): %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("another hypefs daemon manages guest networking in this network namespace (hint: --network off, or run this one in its own namespace)")
+	}
+	netnsLock = f
+	return nil
 }
