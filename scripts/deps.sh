@@ -57,4 +57,11 @@ if ! ls "$KERNELS"/*/"$kernel_file" >/dev/null 2>&1; then
 	$SUDO mkdir -p "$KERNELS"
 	$SUDO env HYPEFS_KERNELS="$KERNELS" go run ./cmd/hypefs kernel fetch
 fi
+# The arm64 guest (what macOS hosts run), for the tests that boot it under
+# qemu-system-aarch64: fetched here, so that tests never download.
+if [ "$(uname -m)" = x86_64 ] && [ "${HYPEFS_DEPS_ARM64:-1}" != 0 ] && command -v qemu-system-aarch64 >/dev/null 2>&1 &&
+	! ls "$KERNELS"/*/Image >/dev/null 2>&1; then
+	echo "deps: fetching the arm64 guest kernel into $KERNELS"
+	$SUDO env HYPEFS_KERNELS="$KERNELS" go run ./cmd/hypefs kernel fetch --arch arm64
+fi
 echo "deps: ok"
