@@ -69,7 +69,6 @@ func arm64Boot(t *testing.T) *Boot {
 	return arm64.boot
 }
 
-
 // TestArm64Fetch checks what Fetch made of Debian's arm64 packages: a raw
 // Image, the modules (virtio-mmio and the gpio power key among them) and
 // a static arm64 busybox, which Prepare picked by default.
