@@ -80,24 +80,9 @@ func TestInotifyWakes(t *testing.T) {
 	}
 	// A local mkdir fires CREATE as on any filesystem.
 	os.Mkdir(d.Path("instances", "w2"), 0o755)
-	waitEvent(t, w, d.Path("instances", "w2"), fsnotify.Create)
+	testenv.WaitNotify(t, w, d.Path("instances", "w2"), fsnotify.Create)
 	testenv.Shell("echo kill > " + d.Inst("w", "ctl"))
-	waitEvent(t, w, status, fsnotify.Chmod)
-}
-
-func waitEvent(t *testing.T, w *fsnotify.Watcher, name string, op fsnotify.Op) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case ev := <-w.Events:
-			if ev.Name == name && ev.Has(op) {
-				return
-			}
-		case <-deadline:
-			t.Fatalf("no %v event for %s", op, name)
-		}
-	}
+	testenv.WaitNotify(t, w, status, fsnotify.Chmod)
 }
 
 var eventLine = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z (\S+) (\S+)( .*)?$`)

@@ -18,22 +18,6 @@ import (
 	"hypefs/internal/testenv"
 )
 
-// waitNotify waits for an inotify event of op on name.
-func waitNotify(t *testing.T, w *fsnotify.Watcher, name string, op fsnotify.Op) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case ev := <-w.Events:
-			if ev.Name == name && ev.Has(op) {
-				return
-			}
-		case <-deadline:
-			t.Fatalf("no inotify %v for %s", op, name)
-		}
-	}
-}
-
 // A real daemon serving FUSE and 9P: the life of a VM driven over 9P,
 // and seen on the FUSE side at once.
 func TestDaemonOver9P(t *testing.T) {
@@ -68,7 +52,7 @@ func TestDaemonOver9P(t *testing.T) {
 	if _, err := inst.Mkdir(n, 0o755, 0, 0); err != nil {
 		t.Fatalf("mkdir over 9P: %v", err)
 	}
-	waitNotify(t, w, d.Path("instances", n), fsnotify.Create)
+	testenv.WaitNotify(t, w, d.Path("instances", n), fsnotify.Create)
 	if err := w.Add(d.Inst(n, "status")); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +119,7 @@ func TestDaemonOver9P(t *testing.T) {
 	if st := d.Status(n); st != "paused" {
 		t.Fatalf("FUSE status after pause over 9P = %q", st)
 	}
-	waitNotify(t, w, d.Inst(n, "status"), fsnotify.Chmod)
+	testenv.WaitNotify(t, w, d.Inst(n, "status"), fsnotify.Chmod)
 	wantErrno(t, "bad ctl word", ctl("explode"), linux.EINVAL)
 	if e := readAll(t, root, "instances/"+n+"/error"); !strings.Contains(e, "explode") {
 		t.Fatalf("error after a bad ctl word = %q", e)
@@ -193,7 +177,7 @@ func TestDaemonOver9P(t *testing.T) {
 		t.Fatal("FUSE still shows the instance removed over 9P after 2 s")
 	}
 	t.Logf("FUSE saw the rmdir made over 9P after %s", time.Since(start))
-	waitNotify(t, w, d.Path("instances", n), fsnotify.Remove)
+	testenv.WaitNotify(t, w, d.Path("instances", n), fsnotify.Remove)
 	_, _, err = root.Walk([]string{"instances", n})
 	wantErrno(t, "walk to a removed instance", err, linux.ENOENT)
 }

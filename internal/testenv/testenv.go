@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
 )
 
 // TB is what testenv needs of testing.T and testing.B.
@@ -220,17 +222,8 @@ func (d *Daemon) cleanup() {
 
 // killMatching SIGKILLs every process whose command line mentions s.
 func killMatching(s string) {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !bytes.Contains(b, []byte(s)) {
-			continue
-		}
-		var pid int
-		fmt.Sscan(e.Name(), &pid)
-		if pid > 0 && pid != os.Getpid() {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
+	for _, pid := range Processes(s) {
+		syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 
@@ -329,4 +322,20 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// WaitNotify waits (at most 10 s) for an inotify event of op on name.
+func WaitNotify(t TB, w *fsnotify.Watcher, name string, op fsnotify.Op) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-w.Events:
+			if ev.Name == name && ev.Has(op) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no inotify %v for %s", op, name)
+		}
+	}
 }
