@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
+
 	"hypefs/internal/testenv"
 )
 
@@ -238,8 +240,26 @@ func TestCrash(t *testing.T) {
 		var info map[string]any
 		json.Unmarshal([]byte(d.Read(d.Inst(n, "info"))), &info)
 		pid := int(info[victim].(float64))
+		// Automation learns of it: an event line and an inotify wake.
+		events, err := os.Open(d.Inst(n, "events"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := fsnotify.NewWatcher()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Add(d.Inst(n, "status"))
 		syscall.Kill(pid, syscall.SIGKILL)
 		d.WaitStatus(n, "crashed", 2*time.Second)
+		testenv.WaitNotify(t, w, d.Inst(n, "status"), fsnotify.Chmod)
+		w.Close()
+		line := make([]byte, 4096)
+		k, _ := events.Read(line)
+		events.Close()
+		if !strings.Contains(string(line[:k]), n+" crashed") {
+			t.Fatalf("%s: events file shows %q, want a crashed line", n, line[:k])
+		}
 		if e := d.Read(d.Inst(n, "error")); e == "" {
 			t.Fatalf("%s: crashed with an empty error file", n)
 		}
