@@ -39,6 +39,12 @@ type Shim struct {
 	srv      *http.Server
 	vsock    *vsockproxy.Server
 
+	// opMu makes each state-changing action (check the state, drive the
+	// hypervisor, record the new state) one step: two concurrent actions
+	// could otherwise record their states in another order than QEMU ran
+	// them (a late "running" after a "paused" that came later).
+	opMu sync.Mutex
+
 	mu      sync.Mutex
 	m       engine.Machine
 	state   string
@@ -242,6 +248,8 @@ func (s *Shim) ended() bool {
 var errState = errors.New("wrong state")
 
 func (s *Shim) pause(ctx context.Context) error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
 	s.mu.Lock()
 	st := s.state
 	s.mu.Unlock()
@@ -259,6 +267,8 @@ func (s *Shim) pause(ctx context.Context) error {
 }
 
 func (s *Shim) resume(ctx context.Context) error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
 	s.mu.Lock()
 	st, back := s.state, s.before
 	s.mu.Unlock()
@@ -276,6 +286,8 @@ func (s *Shim) resume(ctx context.Context) error {
 }
 
 func (s *Shim) reboot(ctx context.Context) error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
 	s.mu.Lock()
 	st := s.state
 	s.mu.Unlock()
@@ -310,6 +322,8 @@ func (s *Shim) stop(ctx context.Context, detail string) error {
 // gracefulStop presses the power button and ends the VM if it is still
 // there after timeout, saying so in the exit record. It returns at once.
 func (s *Shim) gracefulStop(ctx context.Context, timeout time.Duration) error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
 	s.mu.Lock()
 	st := s.state
 	s.mu.Unlock()
