@@ -73,7 +73,14 @@ func (f *flattener) apply(r io.Reader) error {
 			}
 			continue
 		case strings.HasPrefix(base, whPrefix):
-			gone := filepath.Join(pdir, base[len(whPrefix):])
+			rest := base[len(whPrefix):]
+			if rest == "" || rest == "." || rest == ".." || strings.ContainsRune(rest, '/') {
+				return fmt.Errorf("layer entry %s: a malformed whiteout", name)
+			}
+			gone := filepath.Join(pdir, rest)
+			if !inside(f.root, gone) {
+				return fmt.Errorf("layer entry %s: a whiteout outside the image", name)
+			}
 			f.forget(gone)
 			if err := os.RemoveAll(gone); err != nil {
 				return fmt.Errorf("whiteout %s: %w", name, err)
@@ -84,6 +91,9 @@ func (f *flattener) apply(r io.Reader) error {
 			return fmt.Errorf("layer entry %s: %w", name, err)
 		}
 		p := filepath.Join(pdir, base)
+		if !inside(f.root, p) {
+			return fmt.Errorf("layer entry %s: outside the image", name)
+		}
 		made[p] = true
 		if fi, err := os.Lstat(p); err == nil {
 			if fi.IsDir() && hdr.Typeflag == tar.TypeDir {
@@ -231,4 +241,11 @@ func (f *flattener) finish() {
 		ts := []unix.Timespec{unix.NsecToTimespec(t.UnixNano()), unix.NsecToTimespec(t.UnixNano())}
 		unix.UtimesNanoAt(unix.AT_FDCWD, d, ts, unix.AT_SYMLINK_NOFOLLOW)
 	}
+}
+
+// inside reports whether p is strictly below root: nothing a layer says
+// may create or remove root itself or anything outside it.
+func inside(root, p string) bool {
+	rel, err := filepath.Rel(root, p)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
 }

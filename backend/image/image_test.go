@@ -426,3 +426,27 @@ func must(b []byte, err error) []byte {
 	}
 	return b
 }
+
+// A whiteout cannot remove the tree itself or anything beside it.
+func TestImageWhiteoutConfined(t *testing.T) {
+	needRoot(t)
+	parent := t.TempDir()
+	root := filepath.Join(parent, "tree")
+	os.Mkdir(root, 0o755)
+	victim := filepath.Join(parent, "victim")
+	os.WriteFile(victim, []byte("keep"), 0o644)
+	for _, name := range []string{".wh...", ".wh..", ".wh.", "sub/.wh..."} {
+		fl := newFlattener(root)
+		err := fl.apply(bytes.NewReader(testimage.Layer([]testimage.File{{Name: "sub/", Type: tar.TypeDir}, {Name: name, Data: nil}})))
+		fl.finish()
+		if err == nil && name != "sub/.wh..." {
+			t.Errorf("whiteout %q accepted", name)
+		}
+		if _, err := os.Stat(victim); err != nil {
+			t.Fatalf("whiteout %q removed a file beside the tree: %v", name, err)
+		}
+		if _, err := os.Stat(root); err != nil {
+			t.Fatalf("whiteout %q removed the tree itself: %v", name, err)
+		}
+	}
+}
