@@ -54,6 +54,12 @@ func (p part) Prepare(ctx context.Context, inst string, cfg instance.Config, pla
 		}
 		return err
 	}
+	// Claim the image before anything slow, so that an rm from now on
+	// sees it in use; one that came before is seen here.
+	s.use(inst, e.Digest)
+	if _, err := os.Stat(filepath.Join(s.ImageDir(e.Digest), RootfsFile)); err != nil {
+		return &instance.Error{Errno: syscall.ENOENT, Msg: fmt.Sprintf("image %s was removed while the instance was starting; start it again to pull it anew", e.Ref)}
+	}
 	dir := s.opt.InstanceDir(inst)
 	diskMiB, err := instance.SizeMiB(cfg.Disk)
 	if err != nil {
@@ -95,7 +101,6 @@ func (p part) Prepare(ctx context.Context, inst string, cfg instance.Config, pla
 	}
 	u, _ := json.Marshal(using{Ref: e.Ref, Digest: e.Digest})
 	os.WriteFile(filepath.Join(dir, UsingFile), u, 0o644)
-	s.use(inst, e.Digest)
 	plan.Disks = append(plan.Disks,
 		engine.Disk{Path: filepath.Join(s.ImageDir(e.Digest), RootfsFile), ReadOnly: true},
 		engine.Disk{Path: rw, ReadOnly: false},
@@ -233,21 +238,4 @@ func ensureWritable(ctx context.Context, path string, mib int64) error {
 		return fmt.Errorf("cannot make the writable disk: mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
 	}
 	return os.Rename(tmp, path)
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

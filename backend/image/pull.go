@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"hypefs/backend/instance"
+	"hypefs/internal/atomicfile"
 )
 
 // pull resolves r, fetches the image for the guest's platform, and
@@ -131,12 +132,22 @@ func (s *Store) pullImage(ctx context.Context, r name.Reference) (Entry, error) 
 	// since creating thousands of files costs far more on a disk; on the
 	// data disk otherwise, or when memory ran out.
 	var fl *flattener
+	var scratchErr error
 	for _, scratch := range s.scratchDirs(work, total) {
-		tree, err := os.MkdirTemp(scratch, scratchPrefix)
+		// A private (0700) directory holds the tree: the layer's own
+		// mode for "./" applies to the tree, never to what other users
+		// of a shared tmpfs can reach.
+		priv, err := os.MkdirTemp(scratch, scratchPrefix)
 		if err != nil {
+			scratchErr = err
 			continue
 		}
-		defer os.RemoveAll(tree)
+		defer os.RemoveAll(priv)
+		tree := filepath.Join(priv, "root")
+		if err := os.Mkdir(tree, 0o755); err != nil {
+			scratchErr = err
+			continue
+		}
 		fl = newFlattener(tree)
 		var done int64
 		for i, l := range layers {
@@ -145,7 +156,8 @@ func (s *Store) pullImage(ctx context.Context, r name.Reference) (Entry, error) 
 			}
 		}
 		if errors.Is(err, syscall.ENOSPC) && scratch != work {
-			os.RemoveAll(tree)
+			os.RemoveAll(priv)
+			fl = nil
 			s.update(key, func(e *Entry) { e.Done = 0 })
 			continue
 		}
@@ -153,6 +165,9 @@ func (s *Store) pullImage(ctx context.Context, r name.Reference) (Entry, error) 
 			return Entry{}, err
 		}
 		break
+	}
+	if fl == nil {
+		return Entry{}, fmt.Errorf("image store: no room to unpack the image: %w", scratchErr)
 	}
 	fl.finish()
 	tree := fl.root
@@ -173,18 +188,24 @@ func (s *Store) pullImage(ctx context.Context, r name.Reference) (Entry, error) 
 		return Entry{}, err
 	}
 	m := meta{Digest: digest, Size: fl.size, Compressed: total, Platform: "linux/" + s.opt.Arch, RootfsBytes: fi.Size(), Pulled: time.Now().UTC()}
-	if err := os.WriteFile(filepath.Join(dir, ConfigFile), rawCfg, 0o644); err != nil {
+	// Contents durable before the directory is renamed into place: a
+	// power cut must never leave a ready-looking image with an empty config.
+	if err := atomicfile.WriteFile(filepath.Join(dir, ConfigFile), rawCfg, 0o644); err != nil {
 		return Entry{}, err
 	}
-	if err := writeJSON(filepath.Join(dir, MetaFile), m); err != nil {
+	if err := atomicfile.WriteJSON(filepath.Join(dir, MetaFile), m, 0o644); err != nil {
 		return Entry{}, err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return Entry{}, fmt.Errorf("convert image %s: %w", key, err)
 	}
 	final := s.ImageDir(digest)
 	os.MkdirAll(filepath.Dir(final), 0o755)
-	if err := os.Rename(dir, final); err != nil {
+	err = os.Rename(dir, final)
+	if err == nil {
+		atomicfile.SyncDir(filepath.Dir(final))
+	}
+	if err != nil {
 		// Another pull of the same digest won the race: its copy serves.
 		if _, _, lerr := s.loadImage(digest); lerr != nil {
 			return Entry{}, fmt.Errorf("store image %s: %w", key, err)
@@ -270,11 +291,11 @@ func (s *Store) applyLayer(ctx context.Context, key, reg string, fl *flattener, 
 		if isNetErr(err) {
 			return explain(key, reg, err)
 		}
+		if errors.Is(err, syscall.ENOSPC) { // before isDataErr: a path can name "zstd"
+			return fmt.Errorf("unpack layer %s of image %s: no space left: %w", short(ldg), key, err)
+		}
 		if isDataErr(err) {
 			return corrupt(key, ldg, err)
-		}
-		if errors.Is(err, syscall.ENOSPC) {
-			return fmt.Errorf("unpack layer %s of image %s: no space left: %w", short(ldg), key, err)
 		}
 		return fmt.Errorf("unpack layer %s of image %s: %w", short(ldg), key, err)
 	}
