@@ -68,18 +68,23 @@ func main() {
 	logf("ready")
 
 	var why string
+	var pending <-chan string // the program's end, still to be reported
 	mainExit, err := runMain(cfg, r)
 	if err != nil {
 		why = err.Error()
+		if cfg.run == "image" {
+			// The program never ran: say so with docker's code for it.
+			fmt.Printf(exitLine+"\n", 125)
+		}
 	} else {
 		select {
 		case st := <-mainExit:
 			why = st
 		case <-power:
-			why = "power button"
+			why, pending = "power button", mainExit
 		case s := <-sigs:
-			why = "signal " + s.String()
+			why, pending = "signal "+s.String(), mainExit
 		}
 	}
-	powerOff(cfg, why, r)
+	powerOff(cfg, why, r, pending)
 }

@@ -92,7 +92,7 @@ func isPowerPress(ev []byte) bool {
 // QEMU that makes QEMU exit; a restart (hypefs.poweroff=restart) does the
 // same when QEMU runs with -no-reboot and is the fallback when power-off
 // returns.
-func powerOff(cfg config, why string, r *reaper) {
+func powerOff(cfg config, why string, r *reaper, pending <-chan string) {
 	fmt.Printf("hypefs: powering off (%s)\n", why)
 	unix.Sync()
 	// SIGHUP too: an interactive shell ignores SIGTERM but, like a
@@ -109,6 +109,16 @@ func powerOff(cfg config, why string, r *reaper) {
 	for r.reapAll() && time.Now().Before(deadline.Add(time.Second)) {
 		time.Sleep(10 * time.Millisecond)
 	}
+	if pending != nil {
+		// The program ended with the rest: let its exit status line be
+		// printed before the machine goes.
+		select {
+		case <-pending:
+		case <-time.After(time.Second):
+		}
+	}
+	// Drain the console, so the last lines reach the host.
+	unix.IoctlSetInt(1, unix.TCSBRK, 1)
 	unix.Sync()
 	unmountAll()
 	unix.Sync()
