@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hugelgupf/p9/p9"
@@ -80,23 +81,34 @@ func (s *Server) Serve(l net.Listener) error {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			s.mu.Lock()
 			closed := s.closed
-			delete(s.lns, l)
 			s.mu.Unlock()
 			if closed {
+				s.mu.Lock()
+				delete(s.lns, l)
+				s.mu.Unlock()
 				return nil
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+				errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) {
+				// Passing trouble (out of descriptors, say): wait and go
+				// on serving rather than end the export for good.
+				time.Sleep(backoff)
+				backoff = min(2*backoff, time.Second)
 				continue
 			}
+			s.mu.Lock()
+			delete(s.lns, l)
+			s.mu.Unlock()
 			return fmt.Errorf("9p accept on %s: %w", l.Addr(), err)
 		}
+		backoff = 5 * time.Millisecond
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
