@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -48,7 +49,10 @@ func watchPowerButton() <-chan struct{} {
 		}
 		return len(seen)
 	}
-	for deadline := time.Now().Add(2 * time.Second); scan() == 0 && time.Now().Before(deadline); {
+	// Wait only where the kernel has an input device for a power key
+	// (ACPI button, gpio-keys) whose node is still to appear; a machine
+	// without one (vz) must not pay 2 s for nothing.
+	for deadline := time.Now().Add(2 * time.Second); scan() == 0 && hasPowerKey() && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
 	go func() {
@@ -130,4 +134,15 @@ func powerOff(cfg config, why string, r *reaper, pending <-chan string) {
 	for {
 		time.Sleep(time.Hour)
 	}
+}
+
+// hasPowerKey reports whether the kernel knows an input device that can
+// send KEY_POWER (the ACPI power button, or gpio-keys on arm64 virt).
+func hasPowerKey() bool {
+	b, err := os.ReadFile("/proc/bus/input/devices")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	return strings.Contains(s, "Power Button") || strings.Contains(s, "gpio-keys") || strings.Contains(s, "gpio_keys")
 }
