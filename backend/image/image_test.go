@@ -450,3 +450,60 @@ func TestImageWhiteoutConfined(t *testing.T) {
 		}
 	}
 }
+
+// A re-pull that fails after the registry named a new image keeps the
+// image cached before: it stays ready, and boots still get it.
+func TestImageRepullFailureKeepsCache(t *testing.T) {
+	needRoot(t)
+	var failLayers atomic.Value // []string: layer digests to fail (not the config)
+	failLayers.Store([]string(nil))
+	host := testimage.Serve(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+				for _, d := range failLayers.Load().([]string) {
+					if strings.HasSuffix(r.URL.Path, d) {
+						w.WriteHeader(http.StatusInternalServerError)
+						return
+					}
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	ref := host + "/app:v1"
+	one, err := testimage.Standard("echo one")
+	if err != nil {
+		t.Skip(err)
+	}
+	testimage.Push(t, ref, one)
+	s := newStore(t)
+	first, err := s.Pull(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, err := testimage.Standard("echo two")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testimage.Push(t, ref, two) // the tag moves
+	layers, err := two.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var digests []string
+	for _, l := range layers {
+		d, _ := l.Digest()
+		digests = append(digests, d.String())
+	}
+	failLayers.Store(digests) // the manifest and config come, the layers fail
+	if _, err := s.Pull(context.Background(), ref); err == nil {
+		t.Fatal("a re-pull with failing blobs succeeded")
+	}
+	got, err := s.Get(context.Background(), ref)
+	if err != nil {
+		t.Fatalf("the cached image no longer serves: %v", err)
+	}
+	if got.Status != Ready || got.Digest != first.Digest || got.Err == "" {
+		t.Fatalf("after a failed re-pull: status %s digest %s (want %s) err %q", got.Status, got.Digest, first.Digest, got.Err)
+	}
+}

@@ -37,16 +37,25 @@ import (
 // converts it, reporting progress in the entry of r.
 func (s *Store) pull(ctx context.Context, r name.Reference) (Entry, error) {
 	key := r.Name()
+	var prev Entry
+	s.mu.Lock()
+	if p, ok := s.entries[key]; ok {
+		prev = *p
+	}
+	s.mu.Unlock()
 	e, err := s.pullImage(ctx, r)
 	if err != nil {
 		s.update(key, func(e *Entry) {
-			e.Err = err.Error()
-			if e.Status == Ready && e.Digest != "" {
-				// A re-pull failed; the cached image still serves.
-				if _, _, lerr := s.loadImage(e.Digest); lerr == nil {
+			if prev.Status == Ready && prev.Digest != "" {
+				// A re-pull failed: the image cached before still serves,
+				// whatever the failed pull had started to show.
+				if _, _, lerr := s.loadImage(prev.Digest); lerr == nil {
+					*e = prev
+					e.Err = err.Error()
 					return
 				}
 			}
+			e.Err = err.Error()
 			e.Status = Failed
 		})
 		s.opt.Log.Warn("image pull failed", "ref", key, "err", err)
