@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -38,40 +35,7 @@ exit 7`
 // corrupt/ flips a byte of every layer, short/ drops the connection
 // halfway through a layer.
 func registry(t *testing.T) string {
-	return testimage.Serve(t, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			p := r.URL.Path
-			switch {
-			case strings.HasPrefix(p, "/v2/private/"):
-				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
-				w.WriteHeader(http.StatusUnauthorized)
-				io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
-				return
-			case r.Method == http.MethodGet && strings.Contains(p, "/blobs/") &&
-				(strings.HasPrefix(p, "/v2/corrupt/") || strings.HasPrefix(p, "/v2/short/")):
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, r)
-				body := rec.Body.Bytes()
-				full := len(body)
-				if full > 4096 {
-					body = append([]byte{}, body...)
-					if strings.HasPrefix(p, "/v2/corrupt/") {
-						body[full/2] ^= 0xff
-					} else {
-						body = body[:full/2]
-					}
-				}
-				for k, v := range rec.Header() {
-					w.Header()[k] = v
-				}
-				w.Header().Set("Content-Length", strconv.Itoa(full))
-				w.WriteHeader(rec.Code)
-				w.Write(body)
-				return
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
+	return testimage.Serve(t, testimage.Faulty)
 }
 
 func pushStandard(t *testing.T, ref, user string) v1.Image {

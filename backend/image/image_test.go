@@ -5,13 +5,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,40 +291,7 @@ func TestImagePullErrors(t *testing.T) {
 	needRoot(t)
 	// The registry refuses anyone for private/, and mangles layer blobs
 	// of corrupt/ and truncated/.
-	host := testimage.Serve(t, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			p := r.URL.Path
-			switch {
-			case strings.HasPrefix(p, "/v2/private/"):
-				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
-				w.WriteHeader(http.StatusUnauthorized)
-				io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
-				return
-			case r.Method == http.MethodGet && strings.Contains(p, "/blobs/") &&
-				(strings.HasPrefix(p, "/v2/corrupt/") || strings.HasPrefix(p, "/v2/short/")):
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, r)
-				body := rec.Body.Bytes()
-				full := len(body)
-				if len(body) > 4096 { // a layer, not the config
-					if strings.HasPrefix(p, "/v2/corrupt/") {
-						body = append([]byte{}, body...)
-						body[len(body)/2] ^= 0xff
-					} else {
-						body = body[:len(body)/2] // the connection drops halfway
-					}
-				}
-				for k, v := range rec.Header() {
-					w.Header()[k] = v
-				}
-				w.Header().Set("Content-Length", strconv.Itoa(full))
-				w.WriteHeader(rec.Code)
-				w.Write(body)
-				return
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
+	host := testimage.Serve(t, testimage.Faulty)
 	img, err := testimage.Standard("true")
 	if err != nil {
 		t.Skip(err)

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,45 @@ func Serve(t testing.TB, wrap func(http.Handler) http.Handler) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// Faulty wraps a registry so that it misbehaves by repository: private/
+// refuses everyone (401), corrupt/ flips a byte in the middle of every
+// layer blob, short/ drops the connection halfway through every layer
+// blob. Other repositories are served as they are. Use with Serve.
+func Faulty(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		switch {
+		case strings.HasPrefix(p, "/v2/private/"):
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			return
+		case r.Method == http.MethodGet && strings.Contains(p, "/blobs/") &&
+			(strings.HasPrefix(p, "/v2/corrupt/") || strings.HasPrefix(p, "/v2/short/")):
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			body := rec.Body.Bytes()
+			full := len(body)
+			if full > 4096 { // a layer, not the config
+				body = append([]byte{}, body...)
+				if strings.HasPrefix(p, "/v2/corrupt/") {
+					body[full/2] ^= 0xff
+				} else {
+					body = body[:full/2] // the connection drops halfway
+				}
+			}
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.Header().Set("Content-Length", strconv.Itoa(full))
+			w.WriteHeader(rec.Code)
+			w.Write(body)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Push uploads img as ref ("HOST/repo:tag").

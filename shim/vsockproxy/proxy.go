@@ -247,13 +247,9 @@ func (s *Server) untrack(l net.Listener) {
 func (s *Server) startClient(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if !s.trackConnLocked(c) {
 		return false
 	}
-	if s.conns == nil {
-		s.conns = map[net.Conn]struct{}{}
-	}
-	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return true
 }
@@ -261,6 +257,12 @@ func (s *Server) startClient(c net.Conn) bool {
 func (s *Server) trackConn(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.trackConnLocked(c)
+}
+
+// trackConnLocked records c for Close, unless the server is closed.
+// Caller holds s.mu.
+func (s *Server) trackConnLocked(c net.Conn) bool {
 	if s.closed {
 		return false
 	}
