@@ -249,7 +249,7 @@ func (h *fileHandle) Release()                    { h.f.Close() }
 func (h *fileHandle) DirectIO() bool              { return false }
 func (h *fileHandle) Stream() bool                { return false }
 
-// Bytes returns s with a newline unless empty.
+// line returns s ending in a newline, or nothing when s is empty.
 func line(s string) []byte {
 	if s == "" {
 		return nil

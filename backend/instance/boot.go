@@ -300,54 +300,46 @@ func (m *Manager) reattach(i *Instance) {
 		return
 	}
 	c := client.New(m.lay.RunFile(i.name, layout.APISock))
-	defer c.Close()
-	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
-		_, err := c.Status(ctx)
-		cancel()
-		if err == nil {
-			i.attach(rec)
-			return
-		}
-		if m.ctx.Err() != nil {
-			return
-		}
-		if isGone(err) {
-			i.settleGone(rec)
-			return
-		}
-		if attempt == 0 {
-			m.log.Warn("shim does not answer yet; keeping it and retrying", "instance", i.name, "err", err)
-			// Do not hold up the daemon's start: go on in the background.
-			m.wg.Add(1)
-			go func() {
-				defer m.wg.Done()
-				m.retryReattach(i, rec, c)
-			}()
-			return
-		}
+	if m.tryAttach(i, rec, c) {
+		c.Close()
+		return
 	}
+	m.log.Warn("shim does not answer yet; keeping it and retrying", "instance", i.name)
+	// Do not hold up the daemon's start: go on in the background.
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer c.Close()
+		for {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			if m.tryAttach(i, rec, c) {
+				return
+			}
+		}
+	}()
 }
 
-func (m *Manager) retryReattach(i *Instance, rec *shim.Record, c *client.Client) {
-	for {
-		select {
-		case <-m.ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-		ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
-		_, err := c.Status(ctx)
-		cancel()
-		switch {
-		case err == nil:
-			i.attach(rec)
-			return
-		case isGone(err):
-			i.settleGone(rec)
-			return
-		}
+// tryAttach asks a shim for its status once: it attaches to a shim that
+// answers, settles one that is gone, and reports false only when the
+// shim did not answer in time (not proof of death: ask again).
+func (m *Manager) tryAttach(i *Instance, rec *shim.Record, c *client.Client) bool {
+	ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
+	_, err := c.Status(ctx)
+	cancel()
+	switch {
+	case err == nil:
+		i.attach(rec)
+	case m.ctx.Err() != nil:
+	case isGone(err):
+		i.settleGone(rec)
+	default:
+		return false
 	}
+	return true
 }
 
 // settleMissing ends an instance whose shim cannot exist any more.

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 
 	"hypefs/internal/atomicfile"
 )
@@ -113,14 +112,4 @@ func (l *leases) release(inst string) (bool, error) {
 	}
 	delete(l.Leases, inst)
 	return true, l.save()
-}
-
-// names lists the instances holding leases, sorted.
-func (l *leases) names() []string {
-	n := make([]string, 0, len(l.Leases))
-	for k := range l.Leases {
-		n = append(n, k)
-	}
-	sort.Strings(n)
-	return n
 }

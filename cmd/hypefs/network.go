@@ -62,7 +62,8 @@ func (f *netFlags) open(data string, log *slog.Logger) (*network.Network, error)
 	return n, nil
 }
 
-// netnsLock is held for the daemon's life once it manages networking.
+// netnsLock is held for the daemon's life once it manages networking:
+// kept reachable here so that the file (and its flock) is never closed.
 var netnsLock *os.File
 
 // lockNetns makes sure only one daemon manages guest networking in this

@@ -93,7 +93,6 @@ type fixture struct {
 	mu       sync.Mutex
 	cmds     []string
 	config   []byte
-	console  net.Listener
 	conConns chan net.Conn
 }
 
