@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"hypefs/backend/host"
 	"hypefs/internal/atomicfile"
+	"hypefs/internal/bootid"
 	"hypefs/shim/api"
 	"hypefs/shim/engine"
 	"hypefs/shim/vsockproxy"
@@ -27,7 +27,7 @@ type VsockDialer interface {
 
 // Shim supervises one VM.
 type Shim struct {
-	cfg     *Config
+	cfg     *api.Config
 	eng     engine.Engine
 	log     *slog.Logger
 	started time.Time
@@ -51,7 +51,7 @@ type Shim struct {
 	before  string // state to go back to on resume
 	ready   *time.Time
 	gexit   *int // the guest program's exit status, from the console
-	exit    *ExitRecord
+	exit    *api.ExitRecord
 	detail  string // why the VM is ending, set by graceful stop
 	subs    map[chan api.Event]struct{}
 	seq     uint64 // state changes so far
@@ -62,9 +62,9 @@ type Shim struct {
 
 // Start listens on the shim's sockets, boots the VM and writes the shim's
 // record. When it returns without error the VM runs and the API answers.
-func Start(ctx context.Context, cfg *Config, eng engine.Engine, log *slog.Logger) (*Shim, error) {
+func Start(ctx context.Context, cfg *api.Config, eng engine.Engine, log *slog.Logger) (*Shim, error) {
 	s := &Shim{
-		cfg: cfg, eng: eng, log: log, started: time.Now().UTC(), bootID: host.BootID(),
+		cfg: cfg, eng: eng, log: log, started: time.Now().UTC(), bootID: bootid.Current(),
 		state: api.Booting, subs: map[chan api.Event]struct{}{}, done: make(chan struct{}),
 	}
 	os.Remove(cfg.ExitPath)
@@ -96,8 +96,8 @@ func Start(ctx context.Context, cfg *Config, eng engine.Engine, log *slog.Logger
 			log.Warn("persist machine id", "err", err)
 		}
 	}
-	rec := Record{
-		APIVersion: APIVersion, ShimPID: os.Getpid(), HypervisorPID: m.PID(), BootID: s.bootID,
+	rec := api.Record{
+		APIVersion: api.APIVersion, ShimPID: os.Getpid(), HypervisorPID: m.PID(), BootID: s.bootID,
 		Started: s.started, Hypervisor: eng.Name(), Accel: spec.Accel,
 	}
 	if err := atomicfile.WriteJSON(cfg.RecordPath, rec, 0o644); err != nil {
@@ -166,7 +166,7 @@ func (s *Shim) watch() {
 	if ex.Crashed && !s.stopReq {
 		state = api.Crashed
 	}
-	rec := &ExitRecord{Exit: ex, State: state, ShimPID: os.Getpid(), Started: s.started, Detail: s.detail, GuestExit: s.gexit}
+	rec := &api.ExitRecord{Exit: ex, State: state, ShimPID: os.Getpid(), Started: s.started, Detail: s.detail, GuestExit: s.gexit}
 	s.exit = rec
 	s.mu.Unlock()
 	if err := atomicfile.WriteJSON(s.cfg.ExitPath, rec, 0o644); err != nil {

@@ -27,7 +27,7 @@ import (
 )
 
 // startShim runs a shim in this process over real QEMU.
-func startShim(t *testing.T) (*shim.Shim, *shim.Config) {
+func startShim(t *testing.T) (*shim.Shim, *api.Config) {
 	t.Helper()
 	testenv.Require(t)
 	bins := testenv.Bins(t)
@@ -46,10 +46,10 @@ func startShim(t *testing.T) (*shim.Shim, *shim.Config) {
 	if f := host.Probe(); f.Accel == "tcg" && f.TSCkHz > 0 {
 		cmdline += " tsc_early_khz=" + strconv.Itoa(f.TSCkHz)
 	}
-	cfg := &shim.Config{
+	cfg := &api.Config{
 		Engine: engine.Spec{Name: "t", RunDir: filepath.Join(dir, "e"), Kernel: gb.Kernel, Initramfs: gb.Initramfs,
 			Cmdline: cmdline, CPUs: 1, MemoryMiB: 256, Accel: host.Probe().Accel, VMMLog: filepath.Join(dir, "vmm.log")},
-		Hypervisor: "qemu", APISocket: filepath.Join(dir, "api.sock"), ConsoleSocket: filepath.Join(dir, "con.sock"),
+		APISocket: filepath.Join(dir, "api.sock"), ConsoleSocket: filepath.Join(dir, "con.sock"),
 		LogPath: filepath.Join(dir, "console.log"), RecordPath: filepath.Join(dir, "shim.json"), ExitPath: filepath.Join(dir, "exit.json"),
 	}
 	s, err := shim.Start(ctx, cfg, qemu.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -89,7 +89,7 @@ func TestAPI(t *testing.T) {
 		t.Fatalf("ping = %+v, %v", ping, err)
 	}
 	// The record was written before Start returned.
-	var rec shim.Record
+	var rec api.Record
 	b, _ := os.ReadFile(cfg.RecordPath)
 	if err := json.Unmarshal(b, &rec); err != nil || rec.HypervisorPID == 0 || rec.BootID == "" {
 		t.Fatalf("record = %s (%v)", b, err)
@@ -157,7 +157,7 @@ func TestAPI(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("guest did not power off on the power button")
 	}
-	var ex shim.ExitRecord
+	var ex api.ExitRecord
 	b, _ = os.ReadFile(cfg.ExitPath)
 	if err := json.Unmarshal(b, &ex); err != nil || ex.State != api.Stopped || ex.Crashed {
 		t.Fatalf("exit record = %s (%v)", b, err)
@@ -182,7 +182,7 @@ func TestShutdownNow(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("vm.shutdown did not end the VM")
 	}
-	var ex shim.ExitRecord
+	var ex api.ExitRecord
 	b, _ := os.ReadFile(cfg.ExitPath)
 	if err := json.Unmarshal(b, &ex); err != nil || ex.State != api.Stopped {
 		t.Fatalf("exit record = %s (%v)", b, err)

@@ -3,7 +3,6 @@ package instance
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -19,7 +18,8 @@ import (
 	"hypefs/backend/host"
 	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
-	"hypefs/shim"
+	"hypefs/internal/bootid"
+	"hypefs/shim/api"
 	"hypefs/shim/client"
 	"hypefs/shim/engine"
 )
@@ -144,14 +144,13 @@ func (i *Instance) bootVM(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(filepath.Join(runDir, layout.EngineDir), 0o700); err != nil {
 		return fmt.Errorf("create run directory: %w", err)
 	}
-	scfg := shim.Config{
+	scfg := api.Config{
 		Engine: engine.Spec{
 			Name: i.name, RunDir: filepath.Join(runDir, layout.EngineDir),
 			Kernel: gb.Kernel, Initramfs: gb.Initramfs, Cmdline: cmdline,
 			CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB(), Accel: accel,
 			VMMLog: i.VMMLogPath(), Disks: plan.Disks, NICs: plan.NICs,
 		},
-		Hypervisor:    host.DefaultHypervisor(),
 		APISocket:     filepath.Join(runDir, layout.APISock),
 		ConsoleSocket: filepath.Join(runDir, layout.ConsoleSock),
 		VsockSocket:   filepath.Join(runDir, layout.VsockSock),
@@ -178,7 +177,7 @@ func (i *Instance) bootVM(ctx context.Context, cfg Config) error {
 		i.partsEnded()
 		return err
 	}
-	rec, err := readShimRecord(scfg.RecordPath)
+	rec, err := api.ReadRecord(scfg.RecordPath)
 	if err == nil && ctx.Err() == nil {
 		now := time.Now().UTC()
 		i.mu.Lock()
@@ -258,18 +257,6 @@ func (i *Instance) spawnShim(ctx context.Context, bin, cfgPath string) error {
 	}
 }
 
-func readShimRecord(path string) (*shim.Record, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var r shim.Record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, err
-	}
-	return &r, nil
-}
-
 // killLeftover ends a hypervisor whose shim died, but only if the process
 // with that pid really is ours: its command line names our run directory.
 func killLeftover(pid int, runDir string) {
@@ -290,16 +277,20 @@ func killLeftover(pid int, runDir string) {
 // refuses, or it belongs to an earlier boot of the host; a shim that does
 // not answer in time is kept and asked again later.
 func (m *Manager) reattach(i *Instance) {
-	rec, err := readShimRecord(m.lay.RunFile(i.name, layout.ShimRecord))
+	rec, err := api.ReadRecord(m.lay.RunFile(i.name, layout.ShimRecord))
 	if err != nil {
 		i.settleMissing("the VM was not running when hypefs started (no shim record)")
 		return
 	}
-	if id := host.BootID(); id != "" && rec.BootID != "" && id != rec.BootID {
+	if id := bootid.Current(); id != "" && rec.BootID != "" && id != rec.BootID {
 		i.settleMissing("the host restarted since the VM last ran")
 		return
 	}
 	c := client.New(m.lay.RunFile(i.name, layout.APISock))
+	if rec.APIVersion != api.APIVersion {
+		m.endForeign(i, rec, c)
+		return
+	}
 	if m.tryAttach(i, rec, c) {
 		c.Close()
 		return
@@ -323,10 +314,26 @@ func (m *Manager) reattach(i *Instance) {
 	}()
 }
 
+// endForeign ends the VM of a shim that speaks another version of the
+// daemon/shim protocol (one started by another hypefs): this daemon cannot
+// follow it, and a VM nobody can see must not keep running. vmm.shutdown
+// is Cloud Hypervisor's and means the same in every version.
+func (m *Manager) endForeign(i *Instance, rec *api.Record, c *client.Client) {
+	ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+	err := c.ShutdownVMM(ctx)
+	cancel()
+	c.Close()
+	if err != nil && !isGone(err) {
+		m.log.Warn("shim of another protocol version did not end", "instance", i.name, "shim_pid", rec.ShimPID, "err", err)
+	}
+	i.settleMissing(fmt.Sprintf("the VM ran under a shim of protocol version %d (pid %d), which this hypefs (version %d) cannot follow, so it was ended (hint: echo start > ctl)",
+		rec.APIVersion, rec.ShimPID, api.APIVersion))
+}
+
 // tryAttach asks a shim for its status once: it attaches to a shim that
 // answers, settles one that is gone, and reports false only when the
 // shim did not answer in time (not proof of death: ask again).
-func (m *Manager) tryAttach(i *Instance, rec *shim.Record, c *client.Client) bool {
+func (m *Manager) tryAttach(i *Instance, rec *api.Record, c *client.Client) bool {
 	ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
 	_, err := c.Status(ctx)
 	cancel()
@@ -361,7 +368,7 @@ func (i *Instance) partsEnded() {
 
 // settleGone settles a run whose shim was already gone when the daemon
 // came to look for it.
-func (i *Instance) settleGone(rec *shim.Record) {
+func (i *Instance) settleGone(rec *api.Record) {
 	r := &run{rec: rec, client: client.New(i.m.lay.RunFile(i.name, layout.APISock)), cancel: func() {},
 		settled: make(chan struct{}), applied: make(chan struct{})}
 	i.mu.Lock()

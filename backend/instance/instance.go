@@ -12,7 +12,6 @@ import (
 
 	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
-	"hypefs/shim"
 	"hypefs/shim/api"
 	"hypefs/shim/client"
 )
@@ -41,15 +40,15 @@ func live(state string) bool {
 
 // record is what state.json holds.
 type record struct {
-	Name    string           `json:"name"`
-	Created time.Time        `json:"created"`
-	Updated time.Time        `json:"updated"`
-	State   string           `json:"state"`
-	Changed time.Time        `json:"changed"` // when State last changed
-	Config  *Config          `json:"config,omitempty"`
-	Error   string           `json:"error,omitempty"`
-	Exit    *shim.ExitRecord `json:"exit,omitempty"`
-	Started *time.Time       `json:"started,omitempty"`
+	Name    string          `json:"name"`
+	Created time.Time       `json:"created"`
+	Updated time.Time       `json:"updated"`
+	State   string          `json:"state"`
+	Changed time.Time       `json:"changed"` // when State last changed
+	Config  *Config         `json:"config,omitempty"`
+	Error   string          `json:"error,omitempty"`
+	Exit    *api.ExitRecord `json:"exit,omitempty"`
+	Started *time.Time      `json:"started,omitempty"`
 	// Facts the parts reported for the last boot (ip, mac, tap, image...).
 	Facts map[string]string `json:"facts,omitempty"`
 }
@@ -128,14 +127,14 @@ func (i *Instance) VMMLogPath() string { return i.m.lay.InstanceFile(i.name, lay
 func (i *Instance) ConsoleSocket() string { return i.m.lay.RunFile(i.name, layout.ConsoleSock) }
 
 // Exit is how the VM last ended, if it did.
-func (i *Instance) Exit() *shim.ExitRecord {
+func (i *Instance) Exit() *api.ExitRecord {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	return i.rec.Exit
 }
 
 // ShimRecord is the running shim's record, if any.
-func (i *Instance) ShimRecord() *shim.Record {
+func (i *Instance) ShimRecord() *api.Record {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if i.cur == nil {
@@ -409,18 +408,18 @@ func (i *Instance) Refuse(errno syscall.Errno, msg string) error {
 
 // Info is what the info file shows.
 type Info struct {
-	Name          string           `json:"name"`
-	State         string           `json:"state"`
-	Accel         string           `json:"accel,omitempty"`
-	Hypervisor    string           `json:"hypervisor,omitempty"`
-	ShimPID       int              `json:"shim_pid,omitempty"`
-	HypervisorPID int              `json:"hypervisor_pid,omitempty"`
-	Created       time.Time        `json:"created"`
-	Started       *time.Time       `json:"started,omitempty"`
-	Exit          *shim.ExitRecord `json:"exit,omitempty"`
-	APISocket     string           `json:"api_socket,omitempty"`
-	VsockSocket   string           `json:"vsock_socket,omitempty"`
-	Error         string           `json:"error,omitempty"`
+	Name          string          `json:"name"`
+	State         string          `json:"state"`
+	Accel         string          `json:"accel,omitempty"`
+	Hypervisor    string          `json:"hypervisor,omitempty"`
+	ShimPID       int             `json:"shim_pid,omitempty"`
+	HypervisorPID int             `json:"hypervisor_pid,omitempty"`
+	Created       time.Time       `json:"created"`
+	Started       *time.Time      `json:"started,omitempty"`
+	Exit          *api.ExitRecord `json:"exit,omitempty"`
+	APISocket     string          `json:"api_socket,omitempty"`
+	VsockSocket   string          `json:"vsock_socket,omitempty"`
+	Error         string          `json:"error,omitempty"`
 	// From the parts: networking and the image.
 	IP     string `json:"ip,omitempty"`
 	MAC    string `json:"mac,omitempty"`
