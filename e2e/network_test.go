@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"hypefs/backend/layout"
 	"hypefs/backend/network"
 	"hypefs/internal/testenv"
 )
@@ -134,7 +135,7 @@ func TestNetwork(t *testing.T) {
 		t.Error("nftables table hypefs is left after every instance was deleted")
 	}
 	var leases struct{ Leases map[string]string }
-	b, _ := os.ReadFile(filepath.Join(d.Data, "network", network.LeasesFile))
+	b, _ := os.ReadFile(filepath.Join(d.Data, layout.NetworkDir, layout.Leases))
 	json.Unmarshal(b, &leases)
 	if len(leases.Leases) != 0 {
 		t.Errorf("leases left: %v", leases.Leases)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -204,15 +206,16 @@ func newInstanceDir(i *instance.Instance, hub *Hub) *instanceDir {
 
 // jsonComplete says whether a config write holds a whole document: valid
 // JSON, or JSON broken in a way more bytes cannot mend (so the write
-// itself fails). Only a document cut short waits for more writes.
+// itself fails). Only a document cut short (the decoder runs out of
+// input inside its first value) waits for more writes.
 func jsonComplete(doc []byte) bool {
 	doc = bytes.TrimSpace(doc)
 	if len(doc) == 0 {
 		return false
 	}
 	var v json.RawMessage
-	err := json.Unmarshal(doc, &v)
-	return err == nil || !strings.Contains(err.Error(), "unexpected end of JSON input")
+	err := json.NewDecoder(bytes.NewReader(doc)).Decode(&v)
+	return !errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func jsonLine(v any) []byte {

@@ -2,7 +2,6 @@ package shim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -245,8 +244,6 @@ func (s *Shim) ended() bool {
 	}
 }
 
-var errState = errors.New("wrong state")
-
 func (s *Shim) pause(ctx context.Context) error {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
@@ -254,7 +251,7 @@ func (s *Shim) pause(ctx context.Context) error {
 	st := s.state
 	s.mu.Unlock()
 	if st != api.Running && st != api.Booting {
-		return fmt.Errorf("%w: the VM is %s", errState, st)
+		return fmt.Errorf("%w: the VM is %s", engine.ErrWrongState, st)
 	}
 	if err := s.m.Pause(ctx); err != nil {
 		return err
@@ -273,7 +270,7 @@ func (s *Shim) resume(ctx context.Context) error {
 	st, back := s.state, s.before
 	s.mu.Unlock()
 	if st != api.Paused {
-		return fmt.Errorf("%w: the VM is %s, not paused", errState, st)
+		return fmt.Errorf("%w: the VM is %s, not paused", engine.ErrWrongState, st)
 	}
 	if err := s.m.Resume(ctx); err != nil {
 		return err
@@ -292,7 +289,7 @@ func (s *Shim) reboot(ctx context.Context) error {
 	st := s.state
 	s.mu.Unlock()
 	if st != api.Running && st != api.Booting {
-		return fmt.Errorf("%w: the VM is %s", errState, st)
+		return fmt.Errorf("%w: the VM is %s", engine.ErrWrongState, st)
 	}
 	s.console.rearm()
 	if err := s.m.Reboot(ctx); err != nil {
@@ -329,7 +326,7 @@ func (s *Shim) gracefulStop(ctx context.Context, timeout time.Duration) error {
 	s.mu.Unlock()
 	switch st {
 	case api.Paused:
-		return fmt.Errorf("%w: the VM is paused (resume it first, or kill it)", errState)
+		return fmt.Errorf("%w: the VM is paused (resume it first, or kill it)", engine.ErrWrongState)
 	case api.Stopping:
 		return nil
 	}

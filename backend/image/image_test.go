@@ -19,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"hypefs/backend/instance"
+	"hypefs/backend/layout"
+	"hypefs/internal/errno"
 	"hypefs/internal/runcfg"
 	"hypefs/internal/testimage"
 )
@@ -227,7 +229,7 @@ func TestImagePullDedupAndReopen(t *testing.T) {
 	if e.Size < 2100*8 || e.Done != e.Total || !bytes.Contains(e.Config, []byte("from-image")) {
 		t.Errorf("entry %+v", e)
 	}
-	if fi, err := os.Stat(filepath.Join(s.ImageDir(e.Digest), RootfsFile)); err != nil || fi.Size() == 0 {
+	if fi, err := os.Stat(filepath.Join(s.ImageDir(e.Digest), layout.ImageRootfs)); err != nil || fi.Size() == 0 {
 		t.Fatalf("rootfs: %v", err)
 	}
 	// A second store on the same directory finds it ready, without the network.
@@ -319,8 +321,8 @@ func TestImagePullErrors(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20e9)
 		_, err := s.Pull(ctx, tt.ref)
 		cancel()
-		if err == nil || instance.Errno(err) != tt.errno || !strings.Contains(err.Error(), tt.says) {
-			t.Errorf("pull %s: errno %v, %v; want %v and %q", tt.ref, instance.Errno(err), err, tt.errno, tt.says)
+		if err == nil || errno.Of(err) != tt.errno || !strings.Contains(err.Error(), tt.says) {
+			t.Errorf("pull %s: errno %v, %v; want %v and %q", tt.ref, errno.Of(err), err, tt.errno, tt.says)
 		}
 		t.Logf("%s: %v", tt.ref, err)
 		nothingHalfMade(t, s)

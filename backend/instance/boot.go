@@ -19,6 +19,7 @@ import (
 	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
 	"hypefs/internal/bootid"
+	"hypefs/internal/errno"
 	"hypefs/shim/api"
 	"hypefs/shim/client"
 	"hypefs/shim/engine"
@@ -34,7 +35,7 @@ func (i *Instance) start() error {
 	i.mu.Lock()
 	if i.deleted {
 		i.mu.Unlock()
-		return errf(syscall.ENOENT, "instance %q was removed", i.name)
+		return errno.Errorf(syscall.ENOENT, "instance %q was removed", i.name)
 	}
 	if i.boot != nil || live(i.rec.State) {
 		i.mu.Unlock()

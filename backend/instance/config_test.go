@@ -5,6 +5,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"hypefs/internal/errno"
 )
 
 func TestParseConfigDefaults(t *testing.T) {
@@ -74,7 +76,7 @@ func TestParseConfigRefusals(t *testing.T) {
 			continue
 		}
 		if !errors.Is(err, syscall.EINVAL) {
-			t.Errorf("%q: errno %v, want EINVAL", in, Errno(err))
+			t.Errorf("%q: errno %v, want EINVAL", in, errno.Of(err))
 		}
 		if !strings.Contains(err.Error(), word) {
 			t.Errorf("%q: %q does not mention %s", in, err, word)

@@ -3,6 +3,7 @@ package instance
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
+	"hypefs/internal/errno"
 	"hypefs/shim/api"
 	"hypefs/shim/client"
 )
@@ -154,7 +156,7 @@ func (i *Instance) Client() *client.Client {
 }
 
 // fail records a refusal in the error file and returns it.
-func (i *Instance) fail(err *Error) error {
+func (i *Instance) fail(err *errno.Error) error {
 	i.mu.Lock()
 	i.rec.Error = err.Msg
 	i.saveLocked()
@@ -213,21 +215,25 @@ func (i *Instance) saveNow() {
 // next start. A running instance refuses with EBUSY.
 func (i *Instance) SetConfig(raw []byte) error {
 	if len(raw) > MaxConfig {
-		return i.fail(errf(syscall.EFBIG, "config is %d bytes; at most %d are accepted", len(raw), MaxConfig))
+		return i.fail(errno.Errorf(syscall.EFBIG, "config is %d bytes; at most %d are accepted", len(raw), MaxConfig))
 	}
 	c, err := ParseConfig(raw)
 	if err != nil {
-		return i.fail(err.(*Error))
+		var refusal *errno.Error
+		if errors.As(err, &refusal) {
+			return i.fail(refusal)
+		}
+		return err
 	}
 	i.mu.Lock()
 	st, booting, gone := i.rec.State, i.boot != nil, i.deleted
 	if gone {
 		i.mu.Unlock()
-		return errf(syscall.ENOENT, "instance %q was removed", i.name)
+		return errno.Errorf(syscall.ENOENT, "instance %q was removed", i.name)
 	}
 	if live(st) || booting {
 		i.mu.Unlock()
-		return i.fail(errf(syscall.EBUSY, "config cannot change while the instance is %s (hint: echo kill > ctl, or shutdown, first)", st))
+		return i.fail(errno.Errorf(syscall.EBUSY, "config cannot change while the instance is %s (hint: echo kill > ctl, or shutdown, first)", st))
 	}
 	i.rec.Config = &c
 	i.rec.Error = ""
@@ -271,7 +277,7 @@ func (i *Instance) ValidCommands() []string {
 func (i *Instance) Ctl(line string) error {
 	cmd := strings.TrimSpace(line)
 	if strings.ContainsAny(cmd, "\n") {
-		return i.fail(errf(syscall.EINVAL, "ctl takes one command per write, got %q", line))
+		return i.fail(errno.Errorf(syscall.EINVAL, "ctl takes one command per write, got %q", line))
 	}
 	known := false
 	for _, c := range Commands {
@@ -279,19 +285,19 @@ func (i *Instance) Ctl(line string) error {
 	}
 	if !known {
 		if cmd == "" {
-			return i.fail(errf(syscall.EINVAL, "empty ctl command (valid: %s)", strings.Join(Commands, ", ")))
+			return i.fail(errno.Errorf(syscall.EINVAL, "empty ctl command (valid: %s)", strings.Join(Commands, ", ")))
 		}
-		return i.fail(errf(syscall.EINVAL, "unknown ctl command %q (valid: %s)", cmd, strings.Join(Commands, ", ")))
+		return i.fail(errno.Errorf(syscall.EINVAL, "unknown ctl command %q (valid: %s)", cmd, strings.Join(Commands, ", ")))
 	}
 	i.mu.Lock()
 	st, booting, r, gone := i.rec.State, i.boot != nil, i.cur, i.deleted
 	hasConfig := i.rec.Config != nil
 	i.mu.Unlock()
 	if gone {
-		return errf(syscall.ENOENT, "instance %q was removed", i.name)
+		return errno.Errorf(syscall.ENOENT, "instance %q was removed", i.name)
 	}
 	if booting && cmd != "kill" && cmd != "shutdown" {
-		return i.fail(errf(syscall.EBUSY, "%s: the instance is still being set up; try again in a moment", cmd))
+		return i.fail(errno.Errorf(syscall.EBUSY, "%s: the instance is still being set up; try again in a moment", cmd))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -300,12 +306,12 @@ func (i *Instance) Ctl(line string) error {
 		if valid == "" {
 			valid = "none until a config is written"
 		}
-		return i.fail(errf(syscall.EBUSY, "%s: not possible while the instance is %s (valid now: %s)", cmd, st, valid))
+		return i.fail(errno.Errorf(syscall.EBUSY, "%s: not possible while the instance is %s (valid now: %s)", cmd, st, valid))
 	}
 	switch cmd {
 	case "start":
 		if !hasConfig {
-			return i.fail(errf(syscall.EBUSY, "start: the instance has no config yet (hint: echo '{}' > config)"))
+			return i.fail(errno.Errorf(syscall.EBUSY, "start: the instance has no config yet (hint: echo '{}' > config)"))
 		}
 		if live(st) || booting {
 			return wrong()
@@ -353,9 +359,9 @@ func (i *Instance) Ctl(line string) error {
 	eff, err := r.client.Act(ctx, path, nil)
 	if err != nil {
 		if errorsIsState(err) {
-			return i.fail(errf(syscall.EBUSY, "%s: %v", cmd, err))
+			return i.fail(errno.Errorf(syscall.EBUSY, "%s: %v", cmd, err))
 		}
-		return i.fail(errf(syscall.EIO, "%s: %v", cmd, err))
+		return i.fail(errno.Errorf(syscall.EIO, "%s: %v", cmd, err))
 	}
 	i.applyEffect(r, eff, cmd)
 	return nil
@@ -367,13 +373,13 @@ const killWait = 20 * time.Second
 // kill ends the VM now and returns once it is recorded as ended.
 func (i *Instance) kill(ctx context.Context, r *run) error {
 	if _, err := r.client.Act(ctx, api.PathShutdown, nil); err != nil && !isGone(err) {
-		return i.fail(errf(syscall.EIO, "kill: %v", err))
+		return i.fail(errno.Errorf(syscall.EIO, "kill: %v", err))
 	}
 	select {
 	case <-r.settled:
 		return nil
 	case <-time.After(killWait):
-		return i.fail(errf(syscall.EIO, "kill: the VM was told to end but has not ended after %s; see vmm.log and shim.log", killWait))
+		return i.fail(errno.Errorf(syscall.EIO, "kill: the VM was told to end but has not ended after %s; see vmm.log and shim.log", killWait))
 	}
 }
 
@@ -386,13 +392,13 @@ func (i *Instance) shutdown(ctx context.Context, r *run, st string) error {
 	if st == Paused {
 		eff, err := r.client.Act(ctx, api.PathResume, nil)
 		if err != nil && !isGone(err) {
-			return i.fail(errf(syscall.EIO, "shutdown: resume before the power button: %v", err))
+			return i.fail(errno.Errorf(syscall.EIO, "shutdown: resume before the power button: %v", err))
 		}
 		i.applyEffect(r, eff, "resume")
 	}
 	eff, err := r.client.Act(ctx, api.PathGracefulStop, api.GracefulStop{TimeoutSeconds: i.m.shutdownTimeout.Seconds()})
 	if err != nil && !isGone(err) {
-		return i.fail(errf(syscall.EIO, "shutdown: %v", err))
+		return i.fail(errno.Errorf(syscall.EIO, "shutdown: %v", err))
 	}
 	i.applyEffect(r, eff, "power button pressed")
 	return nil
@@ -402,8 +408,8 @@ func (i *Instance) String() string { return fmt.Sprintf("instance %s", i.name) }
 
 // Refuse records a refusal made on the instance's behalf (by the file
 // tree) in its error file and returns it as an error carrying errno.
-func (i *Instance) Refuse(errno syscall.Errno, msg string) error {
-	return i.fail(errf(errno, "%s", msg))
+func (i *Instance) Refuse(code syscall.Errno, msg string) error {
+	return i.fail(errno.New(code, msg))
 }
 
 // Info is what the info file shows.

@@ -19,7 +19,9 @@ import (
 
 	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
+	"hypefs/internal/errno"
 	"hypefs/shim/client"
+	"hypefs/shim/engine"
 )
 
 // Event is a change the manager announces.
@@ -200,19 +202,19 @@ func (m *Manager) Names() []string {
 // Create makes a new instance in state new (mkdir).
 func (m *Manager) Create(name string) (*Instance, error) {
 	if !layout.ValidName(name) {
-		return nil, errf(syscall.EINVAL, "instance name %q is not allowed: use 1-63 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit", name)
+		return nil, errno.Errorf(syscall.EINVAL, "instance name %q is not allowed: use 1-63 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit", name)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.instances[name]; ok {
-		return nil, errf(syscall.EEXIST, "instance %q exists", name)
+		return nil, errno.Errorf(syscall.EEXIST, "instance %q exists", name)
 	}
 	dir := m.lay.InstanceDir(name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			// Left over by a crash between rename and removal? Refuse
 			// rather than adopt files we did not record.
-			return nil, errf(syscall.EEXIST, "instance directory %s exists on disk but is not loaded", dir)
+			return nil, errno.Errorf(syscall.EEXIST, "instance directory %s exists on disk but is not loaded", dir)
 		}
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
@@ -235,13 +237,13 @@ func (m *Manager) Delete(name string) (*Instance, error) {
 	i, ok := m.instances[name]
 	m.mu.Unlock()
 	if !ok {
-		return nil, errf(syscall.ENOENT, "no instance %q", name)
+		return nil, errno.Errorf(syscall.ENOENT, "no instance %q", name)
 	}
 	i.mu.Lock()
 	st, booting := i.rec.State, i.boot != nil
 	if live(st) || booting {
 		i.mu.Unlock()
-		return nil, i.fail(errf(syscall.EBUSY, "instance %q is %s; it cannot be removed while it runs (hint: echo kill > ctl, or shutdown, first)", name, st))
+		return nil, i.fail(errno.Errorf(syscall.EBUSY, "instance %q is %s; it cannot be removed while it runs (hint: echo kill > ctl, or shutdown, first)", name, st))
 	}
 	i.deleted = true
 	if i.cur != nil {
@@ -258,7 +260,7 @@ func (m *Manager) Delete(name string) (*Instance, error) {
 	// Rename first, so that a crash mid-removal never leaves a directory
 	// that loads as a half instance.
 	dir := m.lay.InstanceDir(name)
-	trash := filepath.Join(m.lay.InstancesDir(), fmt.Sprintf(".%s.deleted-%d", name, time.Now().UnixNano()))
+	trash := m.lay.Trash(name, time.Now().UnixNano())
 	if err := os.Rename(dir, trash); err != nil {
 		m.log.Error("remove instance directory", "instance", name, "err", err)
 	} else {
@@ -285,7 +287,7 @@ func (m *Manager) load() error {
 	for _, e := range ents {
 		name := e.Name()
 		if strings.HasPrefix(name, ".") {
-			if strings.Contains(name, ".deleted-") {
+			if layout.IsTrash(name) {
 				os.RemoveAll(filepath.Join(m.lay.InstancesDir(), name))
 			}
 			continue
@@ -320,4 +322,4 @@ func isGone(err error) bool {
 	return errors.Is(err, client.ErrNoVM) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
-func errorsIsState(err error) bool { return errors.Is(err, client.ErrWrongState) }
+func errorsIsState(err error) bool { return errors.Is(err, engine.ErrWrongState) }

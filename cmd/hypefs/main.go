@@ -104,11 +104,11 @@ func mount(args []string) {
 			t.Event(ev)
 		}
 	}
-	netPart, err := netf.open(lay.Data, log)
+	netPart, err := netf.open(*lay, log)
 	if err != nil {
 		fatal(err)
 	}
-	images, err := image.Open(image.Options{Dir: filepath.Join(lay.Data, "images"), Log: log, InstanceDir: lay.InstanceDir})
+	images, err := image.Open(image.Options{Dir: lay.ImagesDir(), Log: log, InstanceDir: lay.InstanceDir})
 	if err != nil {
 		fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"hypefs/backend/instance"
+	"hypefs/backend/layout"
 	"hypefs/backend/network"
 )
 
@@ -27,12 +28,12 @@ func addNetworkFlags(fl *flag.FlagSet) *netFlags {
 
 // open makes the networking part and tells config parsing what "network"
 // means in this daemon.
-func (f *netFlags) open(data string, log *slog.Logger) (*network.Network, error) {
+func (f *netFlags) open(lay layout.Layout, log *slog.Logger) (*network.Network, error) {
 	subnet, err := network.ParseSubnet(f.subnet)
 	if err != nil {
 		return nil, fmt.Errorf("--subnet: %w", err)
 	}
-	opts := network.Options{Dir: filepath.Join(data, "network"), Bridge: f.bridge, Subnet: subnet, Log: log}
+	opts := network.Options{Dir: lay.NetworkDir(), Bridge: f.bridge, Subnet: subnet, Log: log}
 	switch f.mode {
 	case "off":
 		opts.Disabled = "hypefs was started with --network off"
@@ -74,7 +75,7 @@ func lockNetns() error {
 	if err := syscall.Stat("/proc/self/ns/net", &st); err != nil {
 		return nil // no namespace identity to lock on; nothing to share either
 	}
-	path := fmt.Sprintf("/run/lock/hypefs-net-%d.lock", st.Ino)
+	path := layout.NetnsLock(st.Ino)
 	os.MkdirAll(filepath.Dir(path), 0o755)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {

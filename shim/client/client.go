@@ -15,13 +15,12 @@ import (
 	"time"
 
 	"hypefs/shim/api"
+	"hypefs/shim/engine"
 )
 
-// Errors by the status code class Cloud Hypervisor uses.
-var (
-	ErrNoVM       = errors.New("no VM")       // 404
-	ErrWrongState = errors.New("wrong state") // 405, 409
-)
+// ErrNoVM is what a 404 (no VM, or it has ended) wraps. A 405 or 409
+// (the VM's state forbids the action) wraps engine.ErrWrongState.
+var ErrNoVM = errors.New("no VM")
 
 // Client is safe for concurrent use.
 type Client struct {
@@ -102,7 +101,7 @@ func (c *Client) doSeq(ctx context.Context, method, path string, body, out any) 
 		case http.StatusNotFound:
 			return none, fmt.Errorf("%w: %s", ErrNoVM, e.Error)
 		case http.StatusMethodNotAllowed, http.StatusConflict:
-			return none, fmt.Errorf("%w: %s", ErrWrongState, e.Error)
+			return none, fmt.Errorf("%w: %s", engine.ErrWrongState, e.Error)
 		}
 		return none, fmt.Errorf("shim %s: %s", path, e.Error)
 	}

@@ -28,7 +28,7 @@ func (m *Machine) transition(ctx context.Context, what string, from, to State, o
 		return err
 	}
 	if st != from {
-		return fmt.Errorf("%s vm in state %s: %w", what, st, ErrWrongState)
+		return fmt.Errorf("%s vm in state %s: %w", what, st, engine.ErrWrongState)
 	}
 	if err := callVM(ctx, func() error { return op(r.vm) }); err != nil {
 		return fmt.Errorf("%s vm: %w", what, err)
@@ -46,7 +46,7 @@ func (m *Machine) PowerButton(ctx context.Context) error {
 		return err
 	}
 	if st != StateRunning {
-		return fmt.Errorf("power button in state %s: %w", st, ErrWrongState)
+		return fmt.Errorf("power button in state %s: %w", st, engine.ErrWrongState)
 	}
 	prev := m.setCause(causePowerButton)
 	if err := callVM(ctx, r.vm.RequestStop); err != nil {
@@ -160,7 +160,7 @@ func (m *Machine) Snapshot(ctx context.Context, dir string) error {
 		return err
 	}
 	if st != StatePaused {
-		return fmt.Errorf("snapshot needs a paused vm (state %s): %w", st, ErrWrongState)
+		return fmt.Errorf("snapshot needs a paused vm (state %s): %w", st, engine.ErrWrongState)
 	}
 	if len(m.cfg.MachineID) == 0 {
 		return fmt.Errorf("snapshot: the vm has no machine identifier (macOS 13 or later assigns one): %w", engine.ErrUnsupported)

@@ -1,0 +1,61 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"hypefs/shim/client"
+	"hypefs/shim/engine"
+)
+
+// An engine's refusal reaches a client as the status Cloud Hypervisor
+// uses, and the client hands the daemon the same sentinel: a wrong state
+// is 405 and engine.ErrWrongState (EBUSY in the tree), never a 500.
+func TestAnswerStatus(t *testing.T) {
+	dir, err := os.MkdirTemp("", "sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Shim
+	var answer error
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.answer(w, answer)
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	c := client.New(sock)
+	defer c.Close()
+	for _, tc := range []struct {
+		err  error
+		want error // what the client's error wraps; nil: neither sentinel
+	}{
+		{fmt.Errorf("pause vm in state starting: %w", engine.ErrWrongState), engine.ErrWrongState},
+		{fmt.Errorf("snapshot: %w", engine.ErrUnsupported), engine.ErrWrongState},
+		{engine.ErrNotRunning, client.ErrNoVM},
+		{fmt.Errorf("%w: destination_url must be file:///directory", errBadRequest), nil},
+		{errors.New("qmp: broken pipe"), nil},
+	} {
+		answer = tc.err
+		err := c.Pause(context.Background())
+		if err == nil {
+			t.Fatalf("%v: no error", tc.err)
+		}
+		for _, sentinel := range []error{engine.ErrWrongState, client.ErrNoVM} {
+			if got := errors.Is(err, sentinel); got != (sentinel == tc.want) {
+				t.Errorf("%v: client error %q wraps %v: %v", tc.err, err, sentinel, got)
+			}
+		}
+	}
+}
