@@ -13,6 +13,7 @@ import (
 
 	"hypefs/internal/atomicfile"
 	"hypefs/internal/bootid"
+	"hypefs/internal/sock"
 	"hypefs/shim/api"
 	"hypefs/shim/engine"
 	"hypefs/shim/vsockproxy"
@@ -71,10 +72,10 @@ func Start(ctx context.Context, cfg *api.Config, eng engine.Engine, log *slog.Lo
 	if s.console, err = newConsole(cfg.LogPath, s.guestReady, s.guestExited); err != nil {
 		return nil, fmt.Errorf("open console log: %w", err)
 	}
-	if s.apiL, err = listenUnix(cfg.APISocket); err != nil {
+	if s.apiL, err = sock.ListenUnix(cfg.APISocket); err != nil {
 		return nil, err
 	}
-	if s.consoleL, err = listenUnix(cfg.ConsoleSocket); err != nil {
+	if s.consoleL, err = sock.ListenUnix(cfg.ConsoleSocket); err != nil {
 		s.apiL.Close()
 		return nil, err
 	}
@@ -105,7 +106,7 @@ func Start(ctx context.Context, cfg *api.Config, eng engine.Engine, log *slog.Lo
 		return nil, fmt.Errorf("write shim record: %w", err)
 	}
 	if vd, ok := m.(VsockDialer); ok && cfg.VsockSocket != "" {
-		l, err := listenUnix(cfg.VsockSocket)
+		l, err := sock.ListenUnix(cfg.VsockSocket)
 		if err != nil {
 			m.Stop(context.Background())
 			s.closeSockets()
@@ -382,27 +383,6 @@ func (s *Shim) unsubscribe(ch chan api.Event) {
 		delete(s.subs, ch)
 		close(ch)
 	}
-}
-
-// listenUnix binds a socket, replacing a stale one: a socket file that no
-// one answers on is removed; one that answers means another shim lives.
-func listenUnix(path string) (net.Listener, error) {
-	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("listen %s: another process is serving it", path)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("listen %s: exists and is not a socket", path)
-		}
-		os.Remove(path)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", path, err)
-	}
-	os.Chmod(path, 0o600)
-	return l, nil
 }
 
 // Seq is the number of state changes so far, and the state they led to.

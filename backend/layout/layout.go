@@ -30,8 +30,9 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
+
+	"hypefs/internal/sock"
 )
 
 // Files of an instance's data directory.
@@ -89,12 +90,7 @@ const (
 func NetnsLock(ino uint64) string { return fmt.Sprintf("/run/lock/hypefs-net-%d.lock", ino) }
 
 // SunPathMax is the size of sockaddr_un.sun_path, NUL included.
-func SunPathMax() int {
-	if runtime.GOOS == "darwin" {
-		return 104
-	}
-	return 108
-}
+func SunPathMax() int { return sock.PathMax() }
 
 // NamePattern is what an instance name may look like.
 var NamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"hypefs/internal/sock"
 	"hypefs/shim/engine"
 	"hypefs/shim/qmp"
 )
@@ -82,12 +83,12 @@ func (e *Engine) boot(ctx context.Context, spec engine.Spec, console io.Writer) 
 	if logPath == "" {
 		logPath = filepath.Join(spec.RunDir, "vmm.log")
 	}
-	conL, err := listen(filepath.Join(spec.RunDir, consoleSock))
+	conL, err := sock.ListenUnix(filepath.Join(spec.RunDir, consoleSock))
 	if err != nil {
 		return nil, err
 	}
 	defer conL.Close()
-	qmpL, err := listen(filepath.Join(spec.RunDir, qmpSock))
+	qmpL, err := sock.ListenUnix(filepath.Join(spec.RunDir, qmpSock))
 	if err != nil {
 		return nil, err
 	}
@@ -199,23 +200,8 @@ func check(spec engine.Spec) error {
 	return nil
 }
 
-// listen creates a fresh unix socket, replacing a stale one left by a
-// killed shim (only sockets are removed).
-func listen(path string) (*net.UnixListener, error) {
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		os.Remove(path)
-	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("qemu socket: %w", err)
-	}
-	// Once QEMU is connected nobody else may: the file goes with Close.
-	l.SetUnlinkOnClose(true)
-	return l, nil
-}
-
 // accept waits for QEMU to connect, giving up if QEMU exits first.
-func (m *Machine) accept(ctx context.Context, l *net.UnixListener, what string) (net.Conn, error) {
+func (m *Machine) accept(ctx context.Context, l net.Listener, what string) (net.Conn, error) {
 	type result struct {
 		c   net.Conn
 		err error

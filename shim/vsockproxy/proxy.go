@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"hypefs/internal/sock"
 )
 
 // DialFunc opens a connection to a vsock port of the guest.
@@ -71,28 +73,22 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	defer s.untrack(l)
 	defer l.Close()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if s.isClosed() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("accept vsock proxy client: %w", err)
-		}
+	err := sock.Serve(l, func(c net.Conn) bool {
 		if !s.startClient(c) {
 			c.Close()
-			return ErrServerClosed
+			return false
 		}
 		go func() {
 			defer s.wg.Done()
 			defer s.untrackConn(c)
 			s.handle(c)
 		}()
+		return true
+	})
+	if err == nil || s.isClosed() {
+		return ErrServerClosed
 	}
+	return fmt.Errorf("accept vsock proxy client: %w", err)
 }
 
 // Close stops every Serve, closes every open client and guest connection
