@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"hypefs/internal/errno"
 	"hypefs/shim/api"
 	"hypefs/shim/client"
+	"hypefs/shim/engine"
 )
 
 // States (DESIGN §2.4).
@@ -275,19 +277,9 @@ func (i *Instance) ValidCommands() []string {
 
 // Ctl runs one ctl command (DESIGN §2.2).
 func (i *Instance) Ctl(line string) error {
-	cmd := strings.TrimSpace(line)
-	if strings.ContainsAny(cmd, "\n") {
-		return i.fail(errno.Errorf(syscall.EINVAL, "ctl takes one command per write, got %q", line))
-	}
-	known := false
-	for _, c := range Commands {
-		known = known || c == cmd
-	}
-	if !known {
-		if cmd == "" {
-			return i.fail(errno.Errorf(syscall.EINVAL, "empty ctl command (valid: %s)", strings.Join(Commands, ", ")))
-		}
-		return i.fail(errno.Errorf(syscall.EINVAL, "unknown ctl command %q (valid: %s)", cmd, strings.Join(Commands, ", ")))
+	cmd, err := parseCtl(line)
+	if err != nil {
+		return i.fail(err)
 	}
 	i.mu.Lock()
 	st, booting, r, gone := i.rec.State, i.boot != nil, i.cur, i.deleted
@@ -301,64 +293,83 @@ func (i *Instance) Ctl(line string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	wrong := func() error {
-		valid := strings.Join(i.ValidCommands(), ", ")
-		if valid == "" {
-			valid = "none until a config is written"
-		}
-		return i.fail(errno.Errorf(syscall.EBUSY, "%s: not possible while the instance is %s (valid now: %s)", cmd, st, valid))
-	}
 	switch cmd {
 	case "start":
 		if !hasConfig {
 			return i.fail(errno.Errorf(syscall.EBUSY, "start: the instance has no config yet (hint: echo '{}' > config)"))
 		}
 		if live(st) || booting {
-			return wrong()
+			return i.wrongState(cmd, st)
 		}
 		return i.start()
 	case "kill", "shutdown":
-		if booting {
-			// Nothing runs yet that a power button could reach: stop
-			// the set-up. If it finished meanwhile, go on below.
-			i.cancelBoot(cmd)
-			i.mu.Lock()
-			st, r = i.rec.State, i.cur
-			i.mu.Unlock()
-		}
-		if r == nil || !live(st) {
-			return nil
-		}
-		if cmd == "kill" {
-			return i.kill(ctx, r)
-		}
-		return i.shutdown(ctx, r, st)
+		return i.end(ctx, cmd, booting)
 	}
-	// pause, resume, reboot need a VM in the right state.
-	if r == nil {
-		return wrong()
+	return i.act(ctx, cmd, st, r)
+}
+
+// parseCtl checks that a ctl write holds one known command.
+func parseCtl(line string) (string, *errno.Error) {
+	cmd := strings.TrimSpace(line)
+	switch {
+	case strings.ContainsAny(cmd, "\n"):
+		return "", errno.Errorf(syscall.EINVAL, "ctl takes one command per write, got %q", line)
+	case slices.Contains(Commands, cmd):
+		return cmd, nil
+	case cmd == "":
+		return "", errno.Errorf(syscall.EINVAL, "empty ctl command (valid: %s)", strings.Join(Commands, ", "))
 	}
-	var path string
-	switch cmd {
-	case "pause":
-		if st != Running && st != Booting {
-			return wrong()
-		}
-		path = api.PathPause
-	case "resume":
-		if st != Paused {
-			return wrong()
-		}
-		path = api.PathResume
-	case "reboot":
-		if st != Running && st != Booting {
-			return wrong()
-		}
-		path = api.PathReboot
+	return "", errno.Errorf(syscall.EINVAL, "unknown ctl command %q (valid: %s)", cmd, strings.Join(Commands, ", "))
+}
+
+// wrongState refuses a command the state st does not allow.
+func (i *Instance) wrongState(cmd, st string) error {
+	valid := strings.Join(i.ValidCommands(), ", ")
+	if valid == "" {
+		valid = "none until a config is written"
 	}
-	eff, err := r.client.Act(ctx, path, nil)
+	return i.fail(errno.Errorf(syscall.EBUSY, "%s: not possible while the instance is %s (valid now: %s)", cmd, st, valid))
+}
+
+// end runs kill or shutdown. A boot still being set up is cancelled
+// first: nothing runs yet that a power button could reach. If the boot
+// finished meanwhile, the VM it started is ended.
+func (i *Instance) end(ctx context.Context, cmd string, booting bool) error {
+	if booting {
+		i.cancelBoot(cmd)
+	}
+	i.mu.Lock()
+	st, r := i.rec.State, i.cur
+	i.mu.Unlock()
+	if r == nil || !live(st) {
+		return nil
+	}
+	if cmd == "kill" {
+		return i.kill(ctx, r)
+	}
+	return i.shutdown(ctx, r, st)
+}
+
+// actions are the ctl commands the shim runs on a live VM, with the
+// states that allow them.
+var actions = map[string]struct {
+	path string
+	from []string
+}{
+	"pause":  {api.PathPause, []string{Running, Booting}},
+	"resume": {api.PathResume, []string{Paused}},
+	"reboot": {api.PathReboot, []string{Running, Booting}},
+}
+
+// act runs pause, resume or reboot and applies its effect at once.
+func (i *Instance) act(ctx context.Context, cmd, st string, r *run) error {
+	a := actions[cmd]
+	if r == nil || !slices.Contains(a.from, st) {
+		return i.wrongState(cmd, st)
+	}
+	eff, err := r.client.Act(ctx, a.path, nil)
 	if err != nil {
-		if errorsIsState(err) {
+		if errors.Is(err, engine.ErrWrongState) {
 			return i.fail(errno.Errorf(syscall.EBUSY, "%s: %v", cmd, err))
 		}
 		return i.fail(errno.Errorf(syscall.EIO, "%s: %v", cmd, err))

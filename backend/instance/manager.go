@@ -21,7 +21,6 @@ import (
 	"hypefs/internal/atomicfile"
 	"hypefs/internal/errno"
 	"hypefs/shim/client"
-	"hypefs/shim/engine"
 )
 
 // Event is a change the manager announces.
@@ -321,5 +320,3 @@ func (m *Manager) load() error {
 func isGone(err error) bool {
 	return errors.Is(err, client.ErrNoVM) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
 }
-
-func errorsIsState(err error) bool { return errors.Is(err, engine.ErrWrongState) }
