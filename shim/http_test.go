@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"hypefs/shim/api"
 	"hypefs/shim/client"
 	"hypefs/shim/engine"
 )
@@ -48,7 +49,7 @@ func TestAnswerStatus(t *testing.T) {
 		{errors.New("qmp: broken pipe"), nil},
 	} {
 		answer = tc.err
-		err := c.Pause(context.Background())
+		_, err := c.Act(context.Background(), api.PathPause, nil)
 		if err == nil {
 			t.Fatalf("%v: no error", tc.err)
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -230,7 +231,12 @@ func (s *Shim) setStateLocked(state, detail string) {
 	for ch := range s.subs {
 		select {
 		case ch <- ev:
-		default: // a subscriber this far behind asks for hypefs.status again
+		default:
+			// A subscriber this far behind is cut off rather than shown
+			// a gap: its stream ends, and a client that follows again
+			// (the daemon does) starts from the state now.
+			delete(s.subs, ch)
+			close(ch)
 		}
 	}
 }
@@ -245,62 +251,57 @@ func (s *Shim) ended() bool {
 	}
 }
 
-func (s *Shim) pause(ctx context.Context) error {
+// act runs one state-changing action as one step: under opMu it checks
+// that the VM is in one of the states from, drives the hypervisor, and
+// records the state the action led to.
+func (s *Shim) act(from []string, drive func() error, record func(was string)) error {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	s.mu.Lock()
 	st := s.state
 	s.mu.Unlock()
-	if st != api.Running && st != api.Booting {
+	if !slices.Contains(from, st) {
 		return fmt.Errorf("%w: the VM is %s", engine.ErrWrongState, st)
 	}
-	if err := s.m.Pause(ctx); err != nil {
+	if err := drive(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.before = st
-	s.setStateLocked(api.Paused, "")
-	s.mu.Unlock()
+	record(st)
 	return nil
+}
+
+func (s *Shim) pause(ctx context.Context) error {
+	return s.act([]string{api.Running, api.Booting}, func() error { return s.m.Pause(ctx) }, func(was string) {
+		s.mu.Lock()
+		s.before = was
+		s.setStateLocked(api.Paused, "")
+		s.mu.Unlock()
+	})
 }
 
 func (s *Shim) resume(ctx context.Context) error {
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	s.mu.Lock()
-	st, back := s.state, s.before
-	s.mu.Unlock()
-	if st != api.Paused {
-		return fmt.Errorf("%w: the VM is %s, not paused", engine.ErrWrongState, st)
-	}
-	if err := s.m.Resume(ctx); err != nil {
-		return err
-	}
-	if back == "" {
-		back = api.Running
-	}
-	s.setStateIf(api.Paused, back, "")
-	return nil
+	return s.act([]string{api.Paused}, func() error { return s.m.Resume(ctx) }, func(string) {
+		s.mu.Lock()
+		back := s.before
+		s.mu.Unlock()
+		if back == "" {
+			back = api.Running
+		}
+		s.setStateIf(api.Paused, back, "")
+	})
 }
 
 func (s *Shim) reboot(ctx context.Context) error {
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	s.mu.Lock()
-	st := s.state
-	s.mu.Unlock()
-	if st != api.Running && st != api.Booting {
-		return fmt.Errorf("%w: the VM is %s", engine.ErrWrongState, st)
+	drive := func() error {
+		s.console.rearm()
+		return s.m.Reboot(ctx)
 	}
-	s.console.rearm()
-	if err := s.m.Reboot(ctx); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.ready = nil
-	s.setStateLocked(api.Booting, "reboot")
-	s.mu.Unlock()
-	return nil
+	return s.act([]string{api.Running, api.Booting}, drive, func(string) {
+		s.mu.Lock()
+		s.ready = nil
+		s.setStateLocked(api.Booting, "reboot")
+		s.mu.Unlock()
+	})
 }
 
 // stop ends the VM now (vm.shutdown).

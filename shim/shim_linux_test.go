@@ -83,6 +83,15 @@ func TestAPI(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	vmInfo := func() (api.VmInfo, error) {
+		var info api.VmInfo
+		resp, err := raw.Get("http://localhost" + api.PathInfo)
+		if err != nil {
+			return info, err
+		}
+		defer resp.Body.Close()
+		return info, json.NewDecoder(resp.Body).Decode(&info)
+	}
 
 	ping, err := c.Ping(ctx)
 	if err != nil || ping.Version == "" || ping.PID != os.Getpid() {
@@ -105,7 +114,7 @@ func TestAPI(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	info, err := c.Info(ctx)
+	info, err := vmInfo()
 	if err != nil || info.State != api.StateRunning || info.Config.Memory.Size != 256<<20 || info.Config.CPUs.BootVcpus != 1 {
 		t.Fatalf("info = %+v, %v", info, err)
 	}
@@ -118,14 +127,14 @@ func TestAPI(t *testing.T) {
 	if got := code("PUT", api.PathPause, ""); got != http.StatusNoContent {
 		t.Fatalf("pause: %d", got)
 	}
-	if info, _ := c.Info(ctx); info.State != api.StatePaused {
+	if info, _ := vmInfo(); info.State != api.StatePaused {
 		t.Fatalf("state after pause = %s", info.State)
 	}
 	if got := code("PUT", api.PathPause, ""); got != http.StatusMethodNotAllowed {
 		t.Fatalf("pause of a paused VM: %d, want 405", got)
 	}
 	snap := t.TempDir()
-	if err := c.Snapshot(ctx, snap); err != nil {
+	if _, err := c.Act(ctx, api.PathSnapshot, api.VmSnapshotConfig{DestinationURL: "file://" + snap}); err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
 	if ents, _ := os.ReadDir(snap); len(ents) == 0 {
@@ -162,7 +171,7 @@ func TestAPI(t *testing.T) {
 	if err := json.Unmarshal(b, &ex); err != nil || ex.State != api.Stopped || ex.Crashed {
 		t.Fatalf("exit record = %s (%v)", b, err)
 	}
-	if err := c.Pause(ctx); !errors.Is(err, client.ErrNoVM) {
+	if _, err := c.Act(ctx, api.PathPause, nil); !errors.Is(err, client.ErrNoVM) {
 		t.Fatalf("pause after the end: %v, want 404", err)
 	}
 	if err := c.ShutdownVMM(ctx); err != nil {
@@ -174,7 +183,7 @@ func TestAPI(t *testing.T) {
 func TestShutdownNow(t *testing.T) {
 	s, cfg := startShim(t)
 	c := client.New(cfg.APISocket)
-	if err := c.Shutdown(context.Background()); err != nil {
+	if _, err := c.Act(context.Background(), api.PathShutdown, nil); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -70,8 +70,9 @@ func TestImageFlatten(t *testing.T) {
 		t.Errorf("bin/suid mode %o, want 4755", a.Mode&0o7777)
 	}
 	unix.Lstat(p("devs/null"), &a)
-	if a.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(a.Rdev) != 1 || unix.Minor(a.Rdev) != 3 {
-		t.Errorf("devs/null: mode %o rdev %d:%d", a.Mode, unix.Major(a.Rdev), unix.Minor(a.Rdev))
+	// Rdev is uint64 on Linux, int32 on macOS.
+	if rdev := uint64(a.Rdev); a.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(rdev) != 1 || unix.Minor(rdev) != 3 {
+		t.Errorf("devs/null: mode %o rdev %d:%d", a.Mode, unix.Major(rdev), unix.Minor(rdev))
 	}
 	unix.Lstat(p("devs/fifo"), &a)
 	if a.Mode&unix.S_IFMT != unix.S_IFIFO {

@@ -16,7 +16,6 @@ import (
 	"hypefs/internal/atomicfile"
 	"hypefs/internal/errno"
 	"hypefs/shim/api"
-	"hypefs/shim/client"
 	"hypefs/shim/engine"
 )
 
@@ -129,33 +128,6 @@ func (i *Instance) VMMLogPath() string { return i.m.lay.InstanceFile(i.name, lay
 
 // ConsoleSocket is the shim's live console socket.
 func (i *Instance) ConsoleSocket() string { return i.m.lay.RunFile(i.name, layout.ConsoleSock) }
-
-// Exit is how the VM last ended, if it did.
-func (i *Instance) Exit() *api.ExitRecord {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.rec.Exit
-}
-
-// ShimRecord is the running shim's record, if any.
-func (i *Instance) ShimRecord() *api.Record {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.cur == nil {
-		return nil
-	}
-	return i.cur.rec
-}
-
-// Client is the running shim's API client, or nil.
-func (i *Instance) Client() *client.Client {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.cur == nil {
-		return nil
-	}
-	return i.cur.client
-}
 
 // fail records a refusal in the error file and returns it.
 func (i *Instance) fail(err *errno.Error) error {

@@ -53,6 +53,10 @@ type Options struct {
 }
 
 // Manager owns every instance.
+//
+// Lock order, where locks nest: Manager.mu, then Instance.saveMu, then
+// Instance.mu, then Manager.saveMu. No lock is held across a state file's
+// fsync except Instance.saveMu, which orders the writes of one instance.
 type Manager struct {
 	lay             layout.Layout
 	binDir          string
@@ -67,6 +71,7 @@ type Manager struct {
 
 	mu        sync.Mutex
 	instances map[string]*Instance
+	creating  map[string]bool // names being created (on disk, not yet listed)
 	wg        sync.WaitGroup
 
 	saveMu  sync.Mutex
@@ -131,7 +136,7 @@ func Open(opts Options) (*Manager, error) {
 	m := &Manager{
 		lay: opts.Layout, binDir: opts.BinDir, busybox: opts.Busybox, log: opts.Log,
 		shutdownTimeout: opts.ShutdownTimeout, onEvent: opts.OnEvent, parts: opts.Parts,
-		ctx: ctx, cancel: cancel, instances: map[string]*Instance{},
+		ctx: ctx, cancel: cancel, instances: map[string]*Instance{}, creating: map[string]bool{},
 		dirty: map[*Instance]bool{}, saveReq: make(chan struct{}, 1),
 	}
 	m.saverWG.Add(1)
@@ -198,16 +203,37 @@ func (m *Manager) Names() []string {
 	return names
 }
 
-// Create makes a new instance in state new (mkdir).
+// Create makes a new instance in state new (mkdir). Its directory and
+// state file are on disk when it returns; the name is reserved meanwhile
+// (a second Create of it fails with EEXIST), without holding up the
+// manager's other callers during the fsyncs.
 func (m *Manager) Create(name string) (*Instance, error) {
 	if !layout.ValidName(name) {
 		return nil, errno.Errorf(syscall.EINVAL, "instance name %q is not allowed: use 1-63 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit", name)
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.instances[name]; ok {
+	if _, ok := m.instances[name]; ok || m.creating[name] {
+		m.mu.Unlock()
 		return nil, errno.Errorf(syscall.EEXIST, "instance %q exists", name)
 	}
+	m.creating[name] = true
+	m.mu.Unlock()
+	i, err := m.createOnDisk(name)
+	m.mu.Lock()
+	delete(m.creating, name)
+	if err == nil {
+		m.instances[name] = i
+	}
+	m.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	go m.changed(name, New, "created")
+	return i, nil
+}
+
+// createOnDisk makes a new instance's directory and state file, durably.
+func (m *Manager) createOnDisk(name string) (*Instance, error) {
 	dir := m.lay.InstanceDir(name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -224,8 +250,6 @@ func (m *Manager) Create(name string) (*Instance, error) {
 	i.mu.Unlock()
 	i.saveNow()
 	atomicfile.SyncDir(m.lay.InstancesDir())
-	m.instances[name] = i
-	go m.changed(name, New, "created")
 	return i, nil
 }
 

@@ -12,13 +12,14 @@ import (
 	"hypefs/shim/engine"
 )
 
-// run is one shim's life as the daemon follows it. Only the follower of
-// the current run changes the instance's state from what the shim says,
-// and only settle ends a run; a command waits for the follower to have
-// applied its effect (Seq) instead of writing the state itself, so that
+// run is one shim's life as the daemon follows it. A live instance's
+// state changes only to what its shim says: the follower applies the
+// shim's events, and a command applies the state its action answered
+// with (applyEffect); both go through apply, in the shim's Seq order, so
 // concurrent commands and events cannot leave a state the VM is not in.
+// Only settle ends a run, from the shim's exit record.
 //
-// Fields below the line are guarded by the instance's mu.
+// seq, events and applied are guarded by the instance's mu.
 type run struct {
 	rec     *api.Record
 	client  *client.Client

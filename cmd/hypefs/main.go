@@ -138,7 +138,7 @@ func mount(args []string) {
 		m.Close()
 		fatal(err)
 	}
-	waker := fusefs.StartWaker(mnt, tree)
+	waker := srv.StartWaker()
 	log.Info("hypefs mounted", "mountpoint", mnt, "data", lay.Data, "run", lay.Run, "instances", len(m.Names()))
 
 	sig := make(chan os.Signal, 1)

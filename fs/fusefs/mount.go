@@ -15,10 +15,19 @@ import (
 	hfs "hypefs/fs"
 )
 
+// Server is a mounted tree: the FUSE server, and what its nodes and its
+// waker share.
+type Server struct {
+	*fuse.Server
+	mnt  string
+	tree *hfs.Tree
+	st   *wakeState
+}
+
 // Mount serves tree at mountpoint and returns the running server. A dead
 // mount left by a crashed daemon ("transport endpoint is not connected")
 // is cleared first.
-func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*fuse.Server, error) {
+func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*Server, error) {
 	if err := ClearStale(mountpoint); err != nil {
 		return nil, err
 	}
@@ -26,7 +35,7 @@ func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*fuse.Server, error) 
 		return nil, fmt.Errorf("create mountpoint: %w", err)
 	}
 	zero := time.Duration(0)
-	root := &node{n: tree.Root()}
+	root := &node{n: tree.Root(), st: newWakeState()}
 	opts := &gofs.Options{
 		EntryTimeout:    &zero,
 		AttrTimeout:     &zero,
@@ -50,7 +59,7 @@ func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*fuse.Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w (hint: is /dev/fuse there and fuse3 installed? run \"make deps\")", mountpoint, err)
 	}
-	return srv, nil
+	return &Server{Server: srv, mnt: mountpoint, tree: tree, st: root.st}, nil
 }
 
 // ClearStale unmounts a dead FUSE mount at mountpoint, lazily when

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -32,9 +33,8 @@ type Server struct {
 
 	mu     sync.Mutex
 	closed bool
-	lns    map[net.Listener]struct{}
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup // Serve loops and connections
+	open   map[io.Closer]struct{} // listeners and connections, for Close
+	wg     sync.WaitGroup         // Serve loops and connections
 }
 
 // New makes a server for the tree whose root is root (fs.Tree.Root()).
@@ -44,7 +44,7 @@ func New(root hfs.Dir, log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{root: root, log: log, uid: os.Getuid(), gid: os.Getgid(),
-		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}}
+		open: map[io.Closer]struct{}{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.p9 = p9.NewServer(attacher{s}, p9.WithServerLogger(p9log{log}))
 	return s
@@ -71,46 +71,53 @@ func (l p9log) Printf(format string, v ...any) {
 // Serve accepts connections on l until Close, serving each in its own
 // goroutines. It returns nil after Close.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.track(l) {
 		l.Close()
 		return nil
 	}
-	s.lns[l] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer s.wg.Done()
+	defer s.untrack(l)
 	// Passing trouble (out of descriptors, say) is waited out rather
 	// than ending the export for good.
 	err := sock.Serve(l, func(c net.Conn) bool {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+		if !s.track(c) {
 			c.Close()
 			return false
 		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
 		go func() {
-			defer s.wg.Done()
+			defer s.untrack(c)
 			s.log.Debug("9p client connected", "remote", c.RemoteAddr().String())
 			s.p9.Handle(c, c)
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
 		}()
 		return true
 	})
 	s.mu.Lock()
-	delete(s.lns, l)
 	closed := s.closed
 	s.mu.Unlock()
 	if err == nil || closed {
 		return nil
 	}
 	return fmt.Errorf("9p accept on %s: %w", l.Addr(), err)
+}
+
+// track records a listener or connection for Close and counts its
+// goroutine, unless the server is closed.
+func (s *Server) track(c io.Closer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.open[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+// untrack forgets c once its goroutine is done.
+func (s *Server) untrack(c io.Closer) {
+	s.mu.Lock()
+	delete(s.open, c)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // Close stops accepting, ends every connection (follow reads return at
@@ -123,10 +130,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.cancel()
-	for l := range s.lns {
-		l.Close()
-	}
-	for c := range s.conns {
+	for c := range s.open {
 		c.Close()
 	}
 	s.mu.Unlock()
