@@ -49,25 +49,23 @@ const (
 
 // DefaultConfig is what {} means.
 func DefaultConfig() Config {
-	return Config{CPUs: 1, Memory: "256M", Disk: "1G", Accel: "auto", Hypervisor: "auto", Env: map[string]string{}, Network: networkDefault}
+	return Config{CPUs: 1, Memory: "256M", Disk: "1G", Accel: "auto", Hypervisor: "auto", Env: map[string]string{}}
 }
 
-// What "network" means in this daemon; see SetNetworkPolicy.
-var (
-	networkDefault bool
-	networkOff     string
-)
-
-// SetNetworkPolicy is called once at daemon start, before any config is
-// parsed: on is the default of "network" (true where guest networking
-// works); when off is not empty, "network": true is refused with off as
-// the reason. The default, for tests, is networking off and unrefused.
-func SetNetworkPolicy(on bool, off string) { networkDefault, networkOff = on, off }
+// NetworkPolicy is what "network" means in one daemon: On is its default
+// (true where guest networking works); when Off is not empty, "network":
+// true is refused with Off as the reason. The zero value is networking
+// off by default and never refused.
+type NetworkPolicy struct {
+	On  bool
+	Off string
+}
 
 // ParseConfig validates raw JSON and returns the normalized config. Every
 // refusal is an *errno.Error with EINVAL whose sentence names the key and the problem.
-func ParseConfig(raw []byte) (Config, error) {
+func ParseConfig(raw []byte, net NetworkPolicy) (Config, error) {
 	c := DefaultConfig()
+	c.Network = net.On
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		return c, errno.Errorf(syscall.EINVAL, `config is empty: write a JSON object, e.g. {} or {"memory":"512M"}`)
@@ -92,7 +90,7 @@ func ParseConfig(raw []byte) (Config, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if err := c.set(k, obj[k]); err != nil {
+		if err := c.set(k, obj[k], net); err != nil {
 			return DefaultConfig(), err
 		}
 	}
@@ -100,12 +98,16 @@ func ParseConfig(raw []byte) (Config, error) {
 }
 
 // set validates one key's value and stores it.
-func (c *Config) set(key string, v json.RawMessage) error {
+func (c *Config) set(key string, v json.RawMessage, net NetworkPolicy) error {
 	setter, ok := setters[key]
 	if !ok {
 		return errno.Errorf(syscall.EINVAL, "config key %q is unknown (known keys: %s)", key, strings.Join(knownKeys(), ", "))
 	}
-	if problem := setter(c, v); problem != nil {
+	problem := setter(c, v)
+	if problem == nil && key == "network" && c.Network && net.Off != "" {
+		problem = fmt.Errorf("guest networking is off in this daemon: %s; use false or leave it out", net.Off)
+	}
+	if problem != nil {
 		return errno.Errorf(syscall.EINVAL, "config key %q: %s", key, problem)
 	}
 	return nil
@@ -236,9 +238,6 @@ func setWorkdir(c *Config, v json.RawMessage) error {
 func setNetwork(c *Config, v json.RawMessage) error {
 	if err := json.Unmarshal(v, &c.Network); err != nil {
 		return fmt.Errorf("must be true or false, got %s", kind(v))
-	}
-	if c.Network && networkOff != "" {
-		return fmt.Errorf("guest networking is off in this daemon: %s; use false or leave it out", networkOff)
 	}
 	return nil
 }

@@ -10,7 +10,7 @@ import (
 )
 
 func TestParseConfigDefaults(t *testing.T) {
-	c, err := ParseConfig([]byte("{}\n"))
+	c, err := ParseConfig([]byte("{}\n"), NetworkPolicy{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestParseConfigSizes(t *testing.T) {
 		`{"memory":"1.5g"}`:   1536,
 		`{"memory":"65536K"}`: 64,
 	} {
-		c, err := ParseConfig([]byte(in))
+		c, err := ParseConfig([]byte(in), NetworkPolicy{})
 		if err != nil || c.MemoryMiB() != want {
 			t.Errorf("%s: %d, %v; want %d", in, c.MemoryMiB(), err, want)
 		}
@@ -70,7 +70,7 @@ func TestParseConfigRefusals(t *testing.T) {
 		`{"image":5}`:            `"image"`,
 	}
 	for in, word := range cases {
-		_, err := ParseConfig([]byte(in))
+		_, err := ParseConfig([]byte(in), NetworkPolicy{})
 		if err == nil {
 			t.Errorf("%q accepted", in)
 			continue

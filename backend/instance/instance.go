@@ -191,7 +191,7 @@ func (i *Instance) SetConfig(raw []byte) error {
 	if len(raw) > MaxConfig {
 		return i.fail(errno.Errorf(syscall.EFBIG, "config is %d bytes; at most %d are accepted", len(raw), MaxConfig))
 	}
-	c, err := ParseConfig(raw)
+	c, err := ParseConfig(raw, i.m.network)
 	if err != nil {
 		var refusal *errno.Error
 		if errors.As(err, &refusal) {

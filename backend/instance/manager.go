@@ -50,6 +50,8 @@ type Options struct {
 	OnEvent func(Event)
 	// Parts take part in every boot, in order (images, networking).
 	Parts []Part
+	// Network is what "network" means in configs.
+	Network NetworkPolicy
 }
 
 // Manager owns every instance.
@@ -65,6 +67,7 @@ type Manager struct {
 	shutdownTimeout time.Duration
 	onEvent         func(Event)
 	parts           []Part
+	network         NetworkPolicy
 
 	ctx    context.Context // ends the followers on Close; VMs keep running
 	cancel context.CancelFunc
@@ -135,7 +138,7 @@ func Open(opts Options) (*Manager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		lay: opts.Layout, binDir: opts.BinDir, busybox: opts.Busybox, log: opts.Log,
-		shutdownTimeout: opts.ShutdownTimeout, onEvent: opts.OnEvent, parts: opts.Parts,
+		shutdownTimeout: opts.ShutdownTimeout, onEvent: opts.OnEvent, parts: opts.Parts, network: opts.Network,
 		ctx: ctx, cancel: cancel, instances: map[string]*Instance{}, creating: map[string]bool{},
 		dirty: map[*Instance]bool{}, saveReq: make(chan struct{}, 1),
 	}

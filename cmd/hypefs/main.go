@@ -37,10 +37,9 @@ func main() {
 	}
 	switch os.Args[1] {
 	case "mount":
-		mount(os.Args[2:])
+		mount(os.Args[2:], false)
 	case "serve":
-		serveOnly = true
-		mount(os.Args[2:])
+		mount(os.Args[2:], true)
 	case "kernel":
 		kernel(os.Args[2:])
 	case "version", "--version", "-v":
@@ -83,7 +82,9 @@ func selfDir() string {
 	return filepath.Dir(exe)
 }
 
-func mount(args []string) {
+// mount runs the daemon: the tree over FUSE at MOUNTPOINT, or, for
+// `hypefs serve` (serveOnly), over 9P alone.
+func mount(args []string, serveOnly bool) {
 	fl := flag.NewFlagSet("mount", flag.ExitOnError)
 	lay := layoutFlags(fl)
 	bin := fl.String("bin", selfDir(), "directory holding hypefs-shim and hypefs-init")
@@ -104,7 +105,7 @@ func mount(args []string) {
 			t.Event(ev)
 		}
 	}
-	netPart, err := netf.open(*lay, log)
+	netPart, netPolicy, err := netf.open(*lay, log)
 	if err != nil {
 		fatal(err)
 	}
@@ -113,7 +114,7 @@ func mount(args []string) {
 		fatal(err)
 	}
 	m, err := instance.Open(instance.Options{Layout: *lay, BinDir: *bin, Log: log, OnEvent: onEvent,
-		Parts: []instance.Part{images.Part(), netPart}})
+		Parts: []instance.Part{images.Part(), netPart}, Network: netPolicy})
 	if err != nil {
 		fatal(err)
 	}

@@ -81,7 +81,7 @@ func (e *Engine) boot(ctx context.Context, spec engine.Spec, console io.Writer) 
 		console = io.Discard
 	}
 	l := &launch{bin: bin, m: newMachine(spec, console)}
-	defer l.close()
+	defer l.own.Unwind()
 	var undo cleanup.Stack
 	for _, step := range []func(context.Context, *cleanup.Stack) error{l.listen, l.openLog, l.start, l.connect, l.restore} {
 		if err := step(ctx, &undo); err != nil {
@@ -120,29 +120,22 @@ type launch struct {
 	m          *Machine
 	conL, qmpL net.Listener
 	log        *os.File
+	own        cleanup.Stack // what only the launch uses: closed when it returns
 	started    bool
-}
-
-func (l *launch) close() {
-	if l.conL != nil {
-		l.conL.Close()
-	}
-	if l.qmpL != nil {
-		l.qmpL.Close()
-	}
-	if l.log != nil {
-		l.log.Close() // QEMU holds its own copy
-	}
 }
 
 // listen makes the sockets QEMU connects to.
 func (l *launch) listen(context.Context, *cleanup.Stack) error {
-	var err error
-	if l.conL, err = sock.ListenUnix(filepath.Join(l.m.spec.RunDir, consoleSock)); err != nil {
-		return fmt.Errorf("qemu socket: %w", err)
-	}
-	if l.qmpL, err = sock.ListenUnix(filepath.Join(l.m.spec.RunDir, qmpSock)); err != nil {
-		return fmt.Errorf("qemu socket: %w", err)
+	for _, s := range []struct {
+		l    *net.Listener
+		name string
+	}{{&l.conL, consoleSock}, {&l.qmpL, qmpSock}} {
+		ln, err := sock.ListenUnix(filepath.Join(l.m.spec.RunDir, s.name))
+		if err != nil {
+			return fmt.Errorf("qemu socket: %w", err)
+		}
+		*s.l = ln
+		l.own.Push(func() { ln.Close() })
 	}
 	return nil
 }
@@ -155,6 +148,7 @@ func (l *launch) openLog(context.Context, *cleanup.Stack) error {
 		return fmt.Errorf("qemu log: %w", err)
 	}
 	l.log = log
+	l.own.Push(func() { log.Close() }) // QEMU holds its own copy
 	l.m.logStart, _ = log.Seek(0, io.SeekEnd)
 	return nil
 }
