@@ -60,3 +60,27 @@ func TestAnswerStatus(t *testing.T) {
 		}
 	}
 }
+
+// A follower more than a queue behind is cut off (its stream ends) rather
+// than shown a gap; following again starts from the state now.
+func TestSlowSubscriberIsCutOff(t *testing.T) {
+	s := &Shim{state: api.Booting, subs: map[chan api.Event]struct{}{}}
+	ch, first := s.subscribe()
+	if first.State != api.Booting {
+		t.Fatalf("first event %+v", first)
+	}
+	for k := 0; k < 100; k++ {
+		s.setState(api.Running, "")
+	}
+	n := 0
+	for range ch {
+		n++
+	}
+	if n != cap(ch) {
+		t.Fatalf("got %d events before the cut, want %d", n, cap(ch))
+	}
+	_, again := s.subscribe()
+	if again.State != api.Running || again.Seq != 100 {
+		t.Fatalf("following again starts at %+v", again)
+	}
+}
