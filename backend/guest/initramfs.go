@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"hypefs/backend/layout"
 )
 
 // initramfsFormat changes whenever the image layout below changes, so
@@ -48,11 +50,11 @@ func ensureInitramfs(ctx context.Context, kdir string, opts Options) (string, er
 	if err != nil {
 		return "", err
 	}
-	order, err := os.ReadFile(filepath.Join(kdir, orderFile))
+	order, err := os.ReadFile(filepath.Join(kdir, layout.KernelModOrder))
 	if err != nil {
 		return "", fmt.Errorf("kernel module list: %w (hint: run \"make deps\")", err)
 	}
-	dir := filepath.Join(kdir, initramfsDir)
+	dir := filepath.Join(kdir, layout.KernelInitramfs)
 	quick := quickKey(kdir, opts, initFI, bbFI)
 	ref := filepath.Join(dir, quick+".ref")
 	if key, err := os.ReadFile(ref); err == nil {
@@ -208,7 +210,7 @@ func writeInitramfs(ctx context.Context, w io.Writer, kdir string, opts Options,
 	)
 	files := []struct{ src, dst string }{{opts.Init, "init"}, {opts.Busybox, "bin/busybox"}}
 	for _, m := range order {
-		files = append(files, struct{ src, dst string }{filepath.Join(kdir, modulesDir, m+".ko"), "lib/modules/" + m + ".ko"})
+		files = append(files, struct{ src, dst string }{filepath.Join(kdir, layout.KernelModules, m+".ko"), "lib/modules/" + m + ".ko"})
 	}
 	for _, f := range files {
 		b, err := os.ReadFile(f.src)

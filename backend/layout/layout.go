@@ -22,6 +22,9 @@
 //	    console.sock               live console
 //	    vsock.sock                 vsock proxy (CONNECT port)
 //	    e/                         the engine's private sockets
+//	KERNELS/VERSION/               a guest kernel: vmlinux (Image on arm64), arch,
+//	                               modules/, initramfs/ (backend/guest)
+//	KERNELS/busybox-ARCH           the guest's static busybox
 package layout
 
 import (
@@ -84,6 +87,28 @@ const (
 	NetworkDir = "network"
 	Leases     = "leases.json" // the subnet, the last address, instance -> address
 )
+
+// The guest kernel cache (backend/guest, docs/guest.md): KERNELS/VERSION/
+// holds one kernel, its modules and the initramfs images built from them.
+const (
+	KernelArch       = "arch"            // "amd64" or "arm64"
+	KernelModules    = "modules"         // <name>.ko, flat
+	KernelModOrder   = "modules/order"   // module names in load order, one a line
+	KernelModMissing = "modules/missing" // modules the guest asks for that the package lacks
+	KernelInitramfs  = "initramfs"       // built initramfs images: HASH.cpio.gz, and .ref files
+)
+
+// KernelImage is the uncompressed kernel in a version's directory.
+func KernelImage(arch string) string {
+	if arch == "arm64" {
+		return "Image"
+	}
+	return "vmlinux"
+}
+
+// Busybox is the static busybox for a guest architecture, beside the
+// kernels (KERNELS/busybox-ARCH).
+func Busybox(arch string) string { return "busybox-" + arch }
 
 // NetnsLock is the lock file that makes one daemon the manager of guest
 // networking in the network namespace whose inode is ino.
