@@ -1,9 +1,10 @@
 // Package fs is hypefs' file tree, independent of the protocol that serves
 // it. Adapters (fs/fusefs for FUSE, fs/ninep for 9P2000.L) translate their
-// protocol's requests into calls on these nodes and on the rules in
-// rules.go (Stat, Open, Setattr); every semantic decision (what a read
-// returns, which errno a write gets, which attribute may change) is made
-// here, once.
+// protocol's requests into the rules in rules.go (Lookup, Entries, Stat,
+// Open, Setattr, Mkdir, Rmdir, and the refusals ErrNoChange and
+// ErrNoXattr) and the nodes' handles; every semantic decision (what a
+// read returns, which errno a write gets, which attribute may change) is
+// made here, once.
 //
 // Errors are syscall.Errno values, or refusals (internal/errno.Error) that
 // carry one; anything else is EIO.

@@ -97,3 +97,48 @@ func Setattr(ctx context.Context, n Node, a SetAttr) error {
 	}
 	return t.Touch(mt)
 }
+
+// The tree holds no free-form files: nothing can be created beside the
+// files it has, unlinked, renamed, linked or made a device (EPERM), and
+// no file carries extended attributes (ENOTSUP).
+const (
+	ErrNoChange syscall.Errno = syscall.EPERM
+	ErrNoXattr  syscall.Errno = syscall.ENOTSUP
+)
+
+// Lookup finds name in the directory n (ENOTDIR if n is not one).
+func Lookup(ctx context.Context, n Node, name string) (Node, error) {
+	d, ok := n.(Dir)
+	if !ok {
+		return nil, syscall.ENOTDIR
+	}
+	return d.Lookup(ctx, name)
+}
+
+// Entries lists the directory n (ENOTDIR if n is not one).
+func Entries(ctx context.Context, n Node) ([]Entry, error) {
+	d, ok := n.(Dir)
+	if !ok {
+		return nil, syscall.ENOTDIR
+	}
+	return d.Entries(ctx)
+}
+
+// Mkdir makes name in n: only a directory whose children users make
+// (instances/) takes it; anywhere else it is ErrNoChange.
+func Mkdir(ctx context.Context, n Node, name string) (Node, error) {
+	d, ok := n.(MkdirDir)
+	if !ok {
+		return nil, ErrNoChange
+	}
+	return d.Mkdir(ctx, name)
+}
+
+// Rmdir removes name from n, under Mkdir's rule.
+func Rmdir(ctx context.Context, n Node, name string) error {
+	d, ok := n.(MkdirDir)
+	if !ok {
+		return ErrNoChange
+	}
+	return d.Rmdir(ctx, name)
+}

@@ -31,7 +31,7 @@ import (
 // A file's attributes are never cached: sizes and times change with state.
 const cacheTimeout = time.Hour
 
-func setTimeouts(parent hfs.Dir, c hfs.Node, out *fuse.EntryOut) {
+func setTimeouts(parent, c hfs.Node, out *fuse.EntryOut) {
 	_, fixed := parent.(hfs.FixedDir)
 	_, instances := parent.(hfs.MkdirDir)
 	if fixed || instances {
@@ -97,11 +97,7 @@ func fill(ctx context.Context, n hfs.Node, a *fuse.Attr) {
 }
 
 func (x *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	d, ok := x.n.(hfs.Dir)
-	if !ok {
-		return nil, syscall.ENOTDIR
-	}
-	if _, ok := d.(hfs.MkdirDir); ok && self(ctx) {
+	if self(ctx) {
 		switch x.st.announced(x.childPath(name)) {
 		case announceCreate: // so that the waker's mkdir reaches Mkdir
 			return nil, syscall.ENOENT
@@ -111,12 +107,12 @@ func (x *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 			return x.child(ctx, name, gone), 0
 		}
 	}
-	c, err := d.Lookup(ctx, name)
+	c, err := hfs.Lookup(ctx, x.n, name)
 	if err != nil {
 		return nil, hfs.Errno(err)
 	}
 	fill(ctx, c, &out.Attr)
-	setTimeouts(d, c, out)
+	setTimeouts(x.n, c, out)
 	return x.child(ctx, name, c), 0
 }
 
@@ -130,11 +126,7 @@ func (g *goneDir) Lookup(context.Context, string) (hfs.Node, error) { return nil
 func (g *goneDir) Entries(context.Context) ([]hfs.Entry, error)     { return nil, nil }
 
 func (x *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	d, ok := x.n.(hfs.Dir)
-	if !ok {
-		return nil, syscall.ENOTDIR
-	}
-	es, err := d.Entries(ctx)
+	es, err := hfs.Entries(ctx, x.n)
 	if err != nil {
 		return nil, hfs.Errno(err)
 	}
@@ -194,19 +186,15 @@ func (x *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 }
 
 func (x *node) Mkdir(ctx context.Context, name string, _ uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	d, ok := x.n.(hfs.MkdirDir)
-	if !ok {
-		return nil, syscall.EPERM
-	}
 	var c hfs.Node
 	var err error
 	path := x.childPath(name)
 	if self(ctx) {
 		// The daemon announcing an instance made elsewhere (Waker).
-		c, err = d.Lookup(ctx, name)
+		c, err = hfs.Lookup(ctx, x.n, name)
 	} else {
 		x.st.markLocal(path)
-		if c, err = d.Mkdir(ctx, name); err != nil {
+		if c, err = hfs.Mkdir(ctx, x.n, name); err != nil {
 			x.st.takeLocal(path)
 		}
 	}
@@ -214,49 +202,46 @@ func (x *node) Mkdir(ctx context.Context, name string, _ uint32, out *fuse.Entry
 		return nil, hfs.Errno(err)
 	}
 	fill(ctx, c, &out.Attr)
-	setTimeouts(d, c, out)
+	setTimeouts(x.n, c, out)
 	return x.child(ctx, name, c), 0
 }
 
 func (x *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	d, ok := x.n.(hfs.MkdirDir)
-	if !ok {
-		return syscall.EPERM
-	}
 	if self(ctx) {
 		// The daemon announcing an instance removed elsewhere (Waker).
-		if _, err := d.Lookup(ctx, name); err == nil {
+		if _, err := hfs.Lookup(ctx, x.n, name); err == nil {
 			return syscall.EBUSY
 		}
 		return 0
 	}
 	path := x.childPath(name)
 	x.st.markLocal(path)
-	err := d.Rmdir(ctx, name)
+	err := hfs.Rmdir(ctx, x.n, name)
 	if err != nil {
 		x.st.takeLocal(path)
 	}
 	return hfs.Errno(err)
 }
 
-func (x *node) Unlink(context.Context, string) syscall.Errno { return syscall.EPERM }
+// The tree's refusals (fs.ErrNoChange, fs.ErrNoXattr).
+func (x *node) Unlink(context.Context, string) syscall.Errno { return hfs.ErrNoChange }
 func (x *node) Rename(context.Context, string, gofs.InodeEmbedder, string, uint32) syscall.Errno {
-	return syscall.EPERM
+	return hfs.ErrNoChange
 }
 func (x *node) Create(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	return nil, nil, 0, syscall.EPERM
+	return nil, nil, 0, hfs.ErrNoChange
 }
 func (x *node) Mknod(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EPERM
+	return nil, hfs.ErrNoChange
 }
 func (x *node) Symlink(context.Context, string, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EPERM
+	return nil, hfs.ErrNoChange
 }
 func (x *node) Link(context.Context, gofs.InodeEmbedder, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EPERM
+	return nil, hfs.ErrNoChange
 }
 func (x *node) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
-	return syscall.ENOTSUP
+	return hfs.ErrNoXattr
 }
 
 type handle struct{ h hfs.Handle }

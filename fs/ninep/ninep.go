@@ -84,11 +84,7 @@ func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
 	n := f.n
 	qids := make([]p9.QID, 0, len(names))
 	for _, name := range names {
-		d, ok := n.(hfs.Dir)
-		if !ok {
-			return nil, nil, linux.ENOTDIR
-		}
-		c, err := d.Lookup(f.ctx(), name)
+		c, err := hfs.Lookup(f.ctx(), n, name)
 		if err != nil {
 			return nil, nil, errno(err)
 		}
@@ -249,11 +245,7 @@ func (f *file) FSync() error {
 }
 
 func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
-	d, ok := f.n.(hfs.Dir)
-	if !ok {
-		return nil, linux.ENOTDIR
-	}
-	es, err := d.Entries(f.ctx())
+	es, err := hfs.Entries(f.ctx(), f.n)
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -269,11 +261,7 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 }
 
 func (f *file) Mkdir(name string, _ p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID, error) {
-	d, ok := f.n.(hfs.MkdirDir)
-	if !ok {
-		return p9.QID{}, linux.EPERM
-	}
-	c, err := d.Mkdir(f.ctx(), name)
+	c, err := hfs.Mkdir(f.ctx(), f.n, name)
 	if err != nil {
 		return p9.QID{}, errno(err)
 	}
@@ -281,28 +269,30 @@ func (f *file) Mkdir(name string, _ p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID, er
 }
 
 // UnlinkAt is rmdir when flags has AT_REMOVEDIR; unlinking a file is
-// refused (EPERM), as over FUSE.
+// refused, as over FUSE.
 func (f *file) UnlinkAt(name string, flags uint32) error {
-	d, ok := f.n.(hfs.MkdirDir)
-	if !ok || flags&atRemoveDir == 0 {
-		return linux.EPERM
+	if flags&atRemoveDir == 0 {
+		return errno(hfs.ErrNoChange)
 	}
-	return errno(d.Rmdir(f.ctx(), name))
+	return errno(hfs.Rmdir(f.ctx(), f.n, name))
 }
 
-func (f *file) RenameAt(string, p9.File, string) error { return linux.EPERM }
-func (f *file) Rename(p9.File, string) error           { return linux.EPERM }
+// The tree's refusals (fs.ErrNoChange, fs.ErrNoXattr).
+var noChange, noXattr = errno(hfs.ErrNoChange), errno(hfs.ErrNoXattr)
+
+func (f *file) RenameAt(string, p9.File, string) error { return noChange }
+func (f *file) Rename(p9.File, string) error           { return noChange }
 func (f *file) Renamed(p9.File, string)                {}
 
 func (f *file) Create(string, p9.OpenFlags, p9.FileMode, p9.UID, p9.GID) (p9.File, p9.QID, uint32, error) {
-	return nil, p9.QID{}, 0, linux.EPERM
+	return nil, p9.QID{}, 0, noChange
 }
 func (f *file) Symlink(string, string, p9.UID, p9.GID) (p9.QID, error) {
-	return p9.QID{}, linux.EPERM
+	return p9.QID{}, noChange
 }
-func (f *file) Link(p9.File, string) error { return linux.EPERM }
+func (f *file) Link(p9.File, string) error { return noChange }
 func (f *file) Mknod(string, p9.FileMode, uint32, uint32, p9.UID, p9.GID) (p9.QID, error) {
-	return p9.QID{}, linux.EPERM
+	return p9.QID{}, noChange
 }
 func (f *file) Readlink() (string, error) { return "", linux.EINVAL }
 
@@ -311,7 +301,7 @@ func (f *file) Lock(int, p9.LockType, p9.LockFlags, uint64, uint64, string) (p9.
 	return p9.LockStatusOK, nil
 }
 
-func (f *file) SetXattr(string, []byte, p9.XattrFlags) error { return linux.EOPNOTSUPP }
-func (f *file) GetXattr(string) ([]byte, error)              { return nil, linux.EOPNOTSUPP }
-func (f *file) ListXattrs() ([]string, error)                { return nil, linux.EOPNOTSUPP }
-func (f *file) RemoveXattr(string) error                     { return linux.EOPNOTSUPP }
+func (f *file) SetXattr(string, []byte, p9.XattrFlags) error { return noXattr }
+func (f *file) GetXattr(string) ([]byte, error)              { return nil, noXattr }
+func (f *file) ListXattrs() ([]string, error)                { return nil, noXattr }
+func (f *file) RemoveXattr(string) error                     { return noXattr }
