@@ -97,15 +97,14 @@ func fill(ctx context.Context, n hfs.Node, a *fuse.Attr) {
 }
 
 func (x *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if self(ctx) {
-		switch x.st.announced(x.childPath(name)) {
-		case announceCreate: // so that the waker's mkdir reaches Mkdir
+	if a := x.st.announced(x.childPath(name)); a != announceNone && self(ctx) {
+		if a == announceCreate { // so that the waker's mkdir reaches Mkdir
 			return nil, syscall.ENOENT
-		case announceDelete: // so that the waker's rmdir reaches Rmdir
-			gone := &goneDir{id: hfs.NewID()}
-			fill(ctx, gone, &out.Attr)
-			return x.child(ctx, name, gone), 0
 		}
+		// announceDelete: so that the waker's rmdir reaches Rmdir.
+		gone := &goneDir{id: hfs.NewID()}
+		fill(ctx, gone, &out.Attr)
+		return x.child(ctx, name, gone), 0
 	}
 	c, err := hfs.Lookup(ctx, x.n, name)
 	if err != nil {
