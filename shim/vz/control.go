@@ -155,3 +155,7 @@ func (m *Machine) Snapshot(ctx context.Context, dir string) error {
 	}
 	return fmt.Errorf("snapshot: %w", errNoSnapshots)
 }
+
+// SnapshotSupported tells the shim, before it checks the VM's state, that
+// vz cannot snapshot at all.
+func (m *Machine) SnapshotSupported() error { return fmt.Errorf("snapshot: %w", errNoSnapshots) }
