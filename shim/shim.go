@@ -51,7 +51,7 @@ type Shim struct {
 	state   string
 	before  string // state to go back to on resume
 	ready   *time.Time
-	gexit   *int // the guest program's exit status, from the console
+	gexit   *int   // the guest program's exit status, from the console
 	address string // the guest's address/prefix, from the console
 	exit    *ExitRecord
 	detail  string // why the VM is ending, set by graceful stop

@@ -56,7 +56,7 @@ func configFromSpec(spec engine.Spec, lim limits) (Config, error) {
 	c := Config{
 		Kernel:      spec.Kernel,
 		Initrd:      spec.Initramfs,
-		Cmdline:     hvcCmdline(spec.Cmdline),
+		Cmdline:     HVCCmdline(spec.Cmdline),
 		Entropy:     true,
 		Balloon:     true,
 		Vsock:       true,
@@ -106,11 +106,11 @@ func configFromSpec(spec engine.Spec, lim limits) (Config, error) {
 	return c, nil
 }
 
-// hvcCmdline puts the console on hvc0, the only console a vz guest has
+// HVCCmdline puts the console on hvc0, the only console a vz guest has
 // (there is no UART: a console=ttyAMA0 from the generic arm64 command line
 // would swallow every byte the guest prints). Other console= arguments
 // are dropped; the last console= names /dev/console.
-func hvcCmdline(cmdline string) string {
+func HVCCmdline(cmdline string) string {
 	var out []string
 	for _, f := range strings.Fields(cmdline) {
 		if !strings.HasPrefix(f, "console=") {

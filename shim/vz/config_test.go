@@ -132,8 +132,8 @@ func TestHvcCmdline(t *testing.T) {
 		"quiet console=tty0 console=ttyS0": "quiet console=hvc0",
 		"console=hvc0 init=/init":          "init=/init console=hvc0",
 	} {
-		if got := hvcCmdline(in); got != want {
-			t.Errorf("hvcCmdline(%q) = %q, want %q", in, got, want)
+		if got := HVCCmdline(in); got != want {
+			t.Errorf("HVCCmdline(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
