@@ -140,41 +140,14 @@ func buildConfiguration(cfg Config, con consoleFiles) (*vz.VirtualMachineConfigu
 	}
 	conf.SetSerialPortsVirtualMachineConfiguration([]*vz.VirtioConsoleDeviceSerialPortConfiguration{console})
 
-	var disks []vz.StorageDeviceConfiguration
-	for i, d := range cfg.Disks {
-		att, err := vz.NewDiskImageStorageDeviceAttachmentWithCacheAndSync(d.Path, d.ReadOnly,
-			cachingMode(d.Caching), vz.DiskImageSynchronizationModeFsync)
-		if err != nil {
-			return nil, fmt.Errorf("disk %d %s: %w", i, d.Path, err)
-		}
-		blk, err := vz.NewVirtioBlockDeviceConfiguration(att)
-		if err != nil {
-			return nil, fmt.Errorf("disk %d: %w", i, err)
-		}
-		disks = append(disks, blk)
+	disks, err := storageDevices(cfg)
+	if err != nil {
+		return nil, err
 	}
 	conf.SetStorageDevicesVirtualMachineConfiguration(disks)
-
-	var nics []*vz.VirtioNetworkDeviceConfiguration
-	for i, n := range cfg.NICs {
-		nat, err := vz.NewNATNetworkDeviceAttachment()
-		if err != nil {
-			return nil, fmt.Errorf("nic %d nat attachment: %w", i, err)
-		}
-		dev, err := vz.NewVirtioNetworkDeviceConfiguration(nat)
-		if err != nil {
-			return nil, fmt.Errorf("nic %d: %w", i, err)
-		}
-		hw, err := net.ParseMAC(n.MAC)
-		if err != nil {
-			return nil, fmt.Errorf("nic %d mac: %w", i, err)
-		}
-		mac, err := vz.NewMACAddress(hw)
-		if err != nil {
-			return nil, fmt.Errorf("nic %d mac: %w", i, err)
-		}
-		dev.SetMACAddress(mac)
-		nics = append(nics, dev)
+	nics, err := networkDevices(cfg)
+	if err != nil {
+		return nil, err
 	}
 	conf.SetNetworkDevicesVirtualMachineConfiguration(nics)
 
@@ -206,6 +179,50 @@ func buildConfiguration(cfg Config, con consoleFiles) (*vz.VirtualMachineConfigu
 		return nil, errors.New("validate vm configuration: the framework refused it without a reason")
 	}
 	return conf, nil
+}
+
+// storageDevices are cfg's disks: virtio-blk on raw images.
+func storageDevices(cfg Config) ([]vz.StorageDeviceConfiguration, error) {
+	var disks []vz.StorageDeviceConfiguration
+	for i, d := range cfg.Disks {
+		att, err := vz.NewDiskImageStorageDeviceAttachmentWithCacheAndSync(d.Path, d.ReadOnly,
+			cachingMode(d.Caching), vz.DiskImageSynchronizationModeFsync)
+		if err != nil {
+			return nil, fmt.Errorf("disk %d %s: %w", i, d.Path, err)
+		}
+		blk, err := vz.NewVirtioBlockDeviceConfiguration(att)
+		if err != nil {
+			return nil, fmt.Errorf("disk %d: %w", i, err)
+		}
+		disks = append(disks, blk)
+	}
+	return disks, nil
+}
+
+// networkDevices are cfg's NICs: virtio-net on the framework's NAT.
+func networkDevices(cfg Config) ([]*vz.VirtioNetworkDeviceConfiguration, error) {
+	var nics []*vz.VirtioNetworkDeviceConfiguration
+	for i, n := range cfg.NICs {
+		nat, err := vz.NewNATNetworkDeviceAttachment()
+		if err != nil {
+			return nil, fmt.Errorf("nic %d nat attachment: %w", i, err)
+		}
+		dev, err := vz.NewVirtioNetworkDeviceConfiguration(nat)
+		if err != nil {
+			return nil, fmt.Errorf("nic %d: %w", i, err)
+		}
+		hw, err := net.ParseMAC(n.MAC)
+		if err != nil {
+			return nil, fmt.Errorf("nic %d mac: %w", i, err)
+		}
+		mac, err := vz.NewMACAddress(hw)
+		if err != nil {
+			return nil, fmt.Errorf("nic %d mac: %w", i, err)
+		}
+		dev.SetMACAddress(mac)
+		nics = append(nics, dev)
+	}
+	return nics, nil
 }
 
 // cachingMode maps Config's caching name; anything but "cached" is a
