@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -254,4 +255,29 @@ func makeImageDisks(t *testing.T, dir, base, rw, cfg string, rc runcfg.Config) {
 	if err := os.WriteFile(cfg, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestVzShapedNoDHCPServer: a NIC whose network has no DHCP server costs
+// the boot the DHCP wait, not the boot: the init says so and goes on to
+// ready (the NIC here is on an empty QEMU hub).
+func TestVzShapedNoDHCPServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots an emulated arm64 guest; skipped with -short")
+	}
+	args := vzShapedArgs(t, arm64Boot(t), " hypefs.run=poweroff")
+	i := slices.Index(args, "user,id=n0")
+	if i < 0 {
+		t.Fatalf("no user network in %q", args)
+	}
+	args[i] = "hubport,id=n0,hubid=0"
+	vm := startVzShaped(t, args)
+	shutdown := vm.shutdownReason(t)
+	vm.waitReady(t, 2*time.Minute)
+	vm.waitFor(t, "hypefs: network: no DHCP lease for eth0 within 5s; the boot goes on without an address (udhcpc keeps asking)", time.Second)
+	if strings.Contains(vm.out.String(), shim.AddressMarker) {
+		t.Fatal("an address was announced without a DHCP server")
+	}
+	vm.waitExit(t, 60*time.Second)
+	vm.waitFor(t, "hypefs: powering off (hypefs.run=poweroff)", time.Second)
+	checkPowerOff(t, shutdown)
 }

@@ -55,8 +55,7 @@ func runDHCP(nic, hostname string, wait time.Duration) error {
 	defer null.Close()
 	args := []string{"udhcpc", "-f", "-i", nic, "-s", self,
 		"-t", "3", "-T", "1", "-A", "3", // three tries a second apart, again after 3 s
-		"-x", "hostname:" + hostname, // vmnet's server lists leases by name
-		"-O", "search"}
+		"-x", "hostname:" + hostname} // vmnet's server lists leases by name
 	p, err := os.StartProcess("/bin/busybox", args, &os.ProcAttr{
 		Dir:   "/",
 		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
