@@ -94,7 +94,6 @@ func (s *Server) Serve(l net.Listener) error {
 		go func() {
 			defer s.wg.Done()
 			defer s.untrackConn(c)
-			defer s.survive(c)
 			s.handle(c)
 		}()
 	}
@@ -118,11 +117,11 @@ func (s *Server) Close() error {
 
 // survive keeps a panic while serving one client from ending the process:
 // on macOS the VM runs inside the shim, so a crash would take the guest
-// with it. The client is closed and the panic logged with its stack.
-func (s *Server) survive(client net.Conn) {
+// with it. The panic is logged with its stack; handle then closes the
+// client.
+func (s *Server) survive() {
 	if v := recover(); v != nil {
-		client.Close()
-		s.logf("vsock proxy: panic while serving a client (the client was closed): %v\n%s", v, debug.Stack())
+		s.logf("vsock proxy: panic while serving a client (the client is closed): %v\n%s", v, debug.Stack())
 	}
 }
 
@@ -137,6 +136,7 @@ func refuse(client net.Conn, timeout time.Duration, err error) {
 
 func (s *Server) handle(client net.Conn) {
 	defer client.Close()
+	defer s.survive()
 	br := bufio.NewReaderSize(client, maxRequestLine)
 	hs := s.HandshakeTimeout
 	if hs <= 0 {
