@@ -16,8 +16,8 @@ import (
 )
 
 // An engine's refusal reaches a client as the status Cloud Hypervisor
-// uses, and the client hands the daemon the same sentinel: a wrong state
-// is 405 and engine.ErrWrongState (EBUSY in the tree), never a 500.
+// uses, and the client hands the daemon the matching sentinel: a wrong
+// state is 405 and engine.ErrWrongState (EBUSY in the tree), never a 500.
 func TestAnswerStatus(t *testing.T) {
 	dir, err := os.MkdirTemp("", "sh")
 	if err != nil {
@@ -43,7 +43,7 @@ func TestAnswerStatus(t *testing.T) {
 		want error // what the client's error wraps; nil: neither sentinel
 	}{
 		{fmt.Errorf("pause vm in state starting: %w", engine.ErrWrongState), engine.ErrWrongState},
-		{fmt.Errorf("snapshot: %w", engine.ErrUnsupported), engine.ErrWrongState},
+		{fmt.Errorf("snapshot: %w", engine.ErrUnsupported), client.ErrUnsupported},
 		{engine.ErrNotRunning, client.ErrNoVM},
 		{fmt.Errorf("%w: destination_url must be file:///directory", errBadRequest), nil},
 		{errors.New("qmp: broken pipe"), nil},
@@ -53,7 +53,7 @@ func TestAnswerStatus(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%v: no error", tc.err)
 		}
-		for _, sentinel := range []error{engine.ErrWrongState, client.ErrNoVM} {
+		for _, sentinel := range []error{engine.ErrWrongState, client.ErrNoVM, client.ErrUnsupported} {
 			if got := errors.Is(err, sentinel); got != (sentinel == tc.want) {
 				t.Errorf("%v: client error %q wraps %v: %v", tc.err, err, sentinel, got)
 			}

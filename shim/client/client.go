@@ -12,15 +12,29 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	"hypefs/shim/api"
 	"hypefs/shim/engine"
 )
 
-// ErrNoVM is what a 404 (no VM, or it has ended) wraps. A 405 or 409
+// Errors by the status code class Cloud Hypervisor uses. A 405 or 409
 // (the VM's state forbids the action) wraps engine.ErrWrongState.
-var ErrNoVM = errors.New("no VM")
+var (
+	ErrNoVM = errors.New("no VM") // 404
+	// ErrUnsupported (501): the engine cannot do this at all (vm.snapshot
+	// on vz). Such an error also matches syscall.EOPNOTSUPP, the errno the
+	// filesystem answers with.
+	ErrUnsupported = errors.New("not supported")
+)
+
+// unsupportedError is a 501 answer: its text is the shim's sentence, and
+// it matches both ErrUnsupported and syscall.EOPNOTSUPP.
+type unsupportedError struct{ msg string }
+
+func (e *unsupportedError) Error() string   { return e.msg }
+func (e *unsupportedError) Unwrap() []error { return []error{ErrUnsupported, syscall.EOPNOTSUPP} }
 
 // Client is safe for concurrent use.
 type Client struct {
@@ -98,6 +112,8 @@ func (c *Client) doSeq(ctx context.Context, method, path string, body, out any) 
 			return none, fmt.Errorf("%w: %s", ErrNoVM, e.Error)
 		case http.StatusMethodNotAllowed, http.StatusConflict:
 			return none, fmt.Errorf("%w: %s", engine.ErrWrongState, e.Error)
+		case http.StatusNotImplemented:
+			return none, &unsupportedError{e.Error}
 		}
 		return none, fmt.Errorf("shim %s: %s", path, e.Error)
 	}
