@@ -36,13 +36,11 @@ run: deps build
 	@echo
 	$(BIN)/hypefs mount --data $${HYPEFS_DATA:-/var/lib/hypefs} --run $${HYPEFS_RUN:-/run/hypefs} $(MNT)
 
-# go vet runs for macOS too, tests included, on every package that builds
-# without cgo; what links Virtualization.framework (shim/vz, the shim
-# binary) needs Apple's SDK and is type-checked by tools/darwincheck.
-DARWIN_VET = GOOS=darwin GOARCH=arm64
+# go vet runs for macOS too (scripts/vet-darwin.sh): every package that
+# builds without cgo, tests included.
 vet:
 	$(GO) vet ./...
-	$(DARWIN_VET) $(GO) vet $$($(DARWIN_VET) CGO_ENABLED=1 $(GO) list -f '{{.ImportPath}}{{range .Deps}} {{.}}{{end}}' ./... | grep -v ' github.com/Code-Hex/vz/v3' | cut -d' ' -f1)
+	GO=$(GO) ./scripts/vet-darwin.sh
 
 test: deps build vet
 	$(GO) test -race -count=1 -timeout 25m ./...
