@@ -10,14 +10,17 @@ import (
 	"time"
 )
 
-// base carries a node's id and mode.
+// base carries a node's id, mode and ownership (see access.go).
 type base struct {
 	id   uint64
 	mode os.FileMode
+	own  *Ownership
 }
 
-func (b *base) ID() uint64        { return b.id }
-func (b *base) Mode() os.FileMode { return b.mode }
+func (b *base) ID() uint64                               { return b.id }
+func (b *base) Mode() os.FileMode                        { return b.mode }
+func (b *base) Ownership() *Ownership                    { return b.own }
+func (b *base) setAccess(o *Ownership, mode os.FileMode) { b.own, b.mode = o, mode }
 
 func newBase(mode os.FileMode) base { return base{id: NewID(), mode: mode} }
 

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"syscall"
@@ -13,22 +14,77 @@ import (
 // the guest and the daemon never wait for it).
 const followLimit = 4 << 20
 
-// followBuf is the unread data of one open follow file: appended to by a
-// producer, read by the handle's reads, which block while it is empty.
-type followBuf struct {
-	mu     sync.Mutex
-	buf    []byte
-	closed bool          // no more data will come
-	wake   chan struct{} // closed and replaced when data arrives
+// DefaultFollowMemory is what all open follow handles together may hold
+// unread, unless SetFollowMemory says otherwise.
+const DefaultFollowMemory = 64 << 20
+
+// followMem is the memory open follow handles share: each may hold its
+// share of it (and at most followLimit), so that however many readers
+// stop reading, the daemon holds at most the total for them.
+var followMem = &followBudget{total: DefaultFollowMemory}
+
+type followBudget struct {
+	mu      sync.Mutex
+	total   int
+	readers int
 }
 
-func newFollowBuf() *followBuf { return &followBuf{wake: make(chan struct{})} }
+// SetFollowMemory sets what all open follow handles together may hold
+// unread (--follow-memory).
+func SetFollowMemory(total int) {
+	followMem.mu.Lock()
+	followMem.total = total
+	followMem.mu.Unlock()
+}
+
+func (b *followBudget) join(n int) {
+	b.mu.Lock()
+	b.readers += n
+	b.mu.Unlock()
+}
+
+// share is what one reader may hold now.
+func (b *followBudget) share() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return min(followLimit, b.total/max(b.readers, 1))
+}
+
+// followBuf is the unread data of one open follow file: appended to by a
+// producer, read by the handle's reads, which block while it is empty.
+// Past its share of the follow memory, the oldest unread bytes are
+// dropped, and the reader's next read starts with a line saying so.
+type followBuf struct {
+	mu      sync.Mutex
+	buf     []byte
+	closed  bool          // no more data will come
+	wake    chan struct{} // closed and replaced when data arrives
+	dropped int64         // bytes dropped since the reader last read
+	left    bool          // release was called
+}
+
+func newFollowBuf() *followBuf {
+	followMem.join(1)
+	return &followBuf{wake: make(chan struct{})}
+}
+
+// release gives the buffer's share back (the handle is closed).
+func (f *followBuf) release() {
+	f.mu.Lock()
+	left := f.left
+	f.left, f.buf = true, nil
+	f.mu.Unlock()
+	if !left {
+		followMem.join(-1)
+	}
+}
 
 func (f *followBuf) append(p []byte, closed bool) {
 	f.mu.Lock()
 	f.buf = append(f.buf, p...)
-	if over := len(f.buf) - followLimit; over > 0 {
+	if over := len(f.buf) - followMem.share(); over > 0 && !f.left {
 		f.buf = append(f.buf[:0], f.buf[over:]...)
+		f.dropped += int64(over)
 	}
 	f.closed = f.closed || closed
 	close(f.wake)
@@ -37,10 +93,20 @@ func (f *followBuf) append(p []byte, closed bool) {
 }
 
 // read returns what is buffered at once, or blocks until some arrives,
-// the producer ends (0, EOF), or ctx ends (EINTR).
+// the producer ends (0, EOF), or ctx ends (EINTR). After a drop, a note
+// line comes first.
 func (f *followBuf) read(ctx context.Context, p []byte) (int, error) {
 	for {
 		f.mu.Lock()
+		if f.dropped > 0 {
+			note := fmt.Sprintf("\n[hypefs: %d bytes dropped here: this reader fell behind]\n", f.dropped)
+			if len(p) >= len(note) {
+				f.dropped = 0
+				n := copy(p, note)
+				f.mu.Unlock()
+				return n, nil
+			}
+		}
 		if len(f.buf) > 0 {
 			n := copy(p, f.buf)
 			f.buf = f.buf[n:]
@@ -134,6 +200,7 @@ func (h *consoleHandle) Release() {
 	if h.conn != nil {
 		h.conn.Close()
 	}
+	h.in.release()
 }
 func (h *consoleHandle) DirectIO() bool { return true }
 func (h *consoleHandle) Stream() bool   { return true }

@@ -14,17 +14,19 @@ import (
 
 // Attr is what stat(2) shows of a node.
 type Attr struct {
-	Mode   os.FileMode // permission bits, plus os.ModeDir for a directory
-	Nlink  uint32
-	Size   uint64
-	Blocks uint64 // 512-byte blocks
-	Mtime  time.Time
+	Mode     os.FileMode // permission bits (sticky included), plus os.ModeDir for a directory
+	UID, GID uint32      // owner and group (AccessOf)
+	Nlink    uint32
+	Size     uint64
+	Blocks   uint64 // 512-byte blocks
+	Mtime    time.Time
 }
 
 // Stat returns a node's attributes. A directory is sized 0 and dated now;
 // a file reports its Stat (a file without a time of its own, now).
 func Stat(ctx context.Context, n Node) Attr {
-	a := Attr{Mode: n.Mode(), Nlink: 1, Mtime: time.Now()}
+	acc := AccessOf(n)
+	a := Attr{Mode: acc.Mode, UID: acc.UID, GID: acc.GID, Nlink: 1, Mtime: time.Now()}
 	if n.Mode().IsDir() {
 		a.Nlink = 2
 		return a

@@ -5,11 +5,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 
+	"hypefs/internal/logcap"
 	"hypefs/internal/sock"
 )
 
@@ -21,7 +21,7 @@ const clientQueue = 1024
 // appends it to the log file, watches for the ready marker, and fans it
 // out to live readers.
 type console struct {
-	log     *os.File
+	log     io.WriteCloser
 	onReady func()
 	onExit  func(code int) // the guest program's exit status line
 	// onAddress receives the address of an AddressMarker line; set before
@@ -44,8 +44,8 @@ type consoleClient struct {
 
 func (c *consoleClient) close() { c.once.Do(func() { close(c.ch) }) }
 
-func newConsole(logPath string, onReady func(), onExit func(int)) (*console, error) {
-	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+func newConsole(logPath string, logMax int64, onReady func(), onExit func(int)) (*console, error) {
+	f, err := logcap.Open(logPath, 0o600, logMax)
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ func TestConsoleMarkers(t *testing.T) {
 	var ready, exits int
 	code := -1
 	log := filepath.Join(t.TempDir(), "console.log")
-	c, err := newConsole(log, func() { ready++ }, func(n int) { exits++; code = n })
+	c, err := newConsole(log, 0, func() { ready++ }, func(n int) { exits++; code = n })
 	if err != nil {
 		t.Fatal(err)
 	}

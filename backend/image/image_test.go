@@ -208,7 +208,7 @@ func TestImagePullDedupAndReopen(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ents[k], errs[k] = s.Pull(context.Background(), ref)
+			ents[k], errs[k] = s.Pull(context.Background(), ref, 0)
 		}()
 	}
 	wg.Wait()
@@ -242,7 +242,7 @@ func TestImagePullDedupAndReopen(t *testing.T) {
 		t.Fatalf("reopened: %+v %v", e2, ok)
 	}
 	before = blobGets.Load()
-	if _, err := s2.Get(context.Background(), ref); err != nil || blobGets.Load() != before {
+	if _, err := s2.Get(context.Background(), ref, 0); err != nil || blobGets.Load() != before {
 		t.Fatalf("Get of a cached image: %v, %d blob fetches", err, blobGets.Load()-before)
 	}
 	// rm: refused while a VM uses it, done after.
@@ -276,7 +276,7 @@ func TestImagePullIndexPicksPlatform(t *testing.T) {
 		arch = "amd64"
 	}
 	testimage.PushIndex(t, host+"/multi:1", map[string]v1.Image{"linux/" + s.opt.Arch: mine, "linux/" + arch: other, "windows/" + s.opt.Arch: other})
-	e, err := s.Pull(context.Background(), host+"/multi:1")
+	e, err := s.Pull(context.Background(), host+"/multi:1", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +284,7 @@ func TestImagePullIndexPicksPlatform(t *testing.T) {
 		t.Fatalf("picked %s, want %s (linux/%s)", e.Digest, want, s.opt.Arch)
 	}
 	testimage.PushIndex(t, host+"/foreign:1", map[string]v1.Image{"linux/" + arch: other})
-	_, err = s.Pull(context.Background(), host+"/foreign:1")
+	_, err = s.Pull(context.Background(), host+"/foreign:1", 0)
 	if err == nil || !strings.Contains(err.Error(), "no variant for linux/"+s.opt.Arch) {
 		t.Fatalf("foreign-only index: %v", err)
 	}
@@ -320,7 +320,7 @@ func TestImagePullErrors(t *testing.T) {
 		{"Not A Ref", syscall.EINVAL, "not a valid image reference"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 20e9)
-		_, err := s.Pull(ctx, tt.ref)
+		_, err := s.Pull(ctx, tt.ref, 0)
 		cancel()
 		if err == nil || errno.Of(err) != tt.errno || !strings.Contains(err.Error(), tt.says) {
 			t.Errorf("pull %s: errno %v, %v; want %v and %q", tt.ref, errno.Of(err), err, tt.errno, tt.says)
@@ -444,7 +444,7 @@ func TestImageRepullFailureKeepsCache(t *testing.T) {
 	}
 	testimage.Push(t, ref, one)
 	s := newStore(t)
-	first, err := s.Pull(context.Background(), ref)
+	first, err := s.Pull(context.Background(), ref, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,10 +463,10 @@ func TestImageRepullFailureKeepsCache(t *testing.T) {
 		digests = append(digests, d.String())
 	}
 	failLayers.Store(digests) // the manifest and config come, the layers fail
-	if _, err := s.Pull(context.Background(), ref); err == nil {
+	if _, err := s.Pull(context.Background(), ref, 0); err == nil {
 		t.Fatal("a re-pull with failing blobs succeeded")
 	}
-	got, err := s.Get(context.Background(), ref)
+	got, err := s.Get(context.Background(), ref, 0)
 	if err != nil {
 		t.Fatalf("the cached image no longer serves: %v", err)
 	}

@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -62,10 +63,11 @@ func qidOf(n hfs.Node) p9.QID {
 	return p9.QID{Type: p9.TypeRegular, Path: n.ID()}
 }
 
-// file is one fid: a node and, once opened, its handle.
+// file is one fid: a node, who walked to it, and, once opened, its handle.
 type file struct {
-	s *Server
-	n hfs.Node
+	s   *Server
+	n   hfs.Node
+	who hfs.Caller // the attach user: every fid walked from its attach acts as them
 
 	h        hfs.Handle // set by Open
 	nonblock bool       // opened with O_NONBLOCK
@@ -75,15 +77,30 @@ type file struct {
 
 var _ p9.File = (*file)(nil)
 
-func (f *file) ctx() context.Context { return f.s.ctx }
+// ctx is what tree calls get: the server's context, carrying the caller.
+func (f *file) ctx() context.Context { return hfs.WithCaller(f.s.ctx, f.who) }
+
+// may refuses (EACCES) what the tree's owners and modes do not let the
+// caller do to n (fs.Permitted): the check the kernel makes over FUSE.
+func (f *file) may(n hfs.Node, want uint32) error {
+	if !hfs.Permitted(f.who, n, want) {
+		return linux.EACCES
+	}
+	return nil
+}
 
 func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
 	if len(names) == 0 {
-		return nil, &file{s: f.s, n: f.n}, nil
+		return nil, &file{s: f.s, n: f.n, who: f.who}, nil
 	}
 	n := f.n
 	qids := make([]p9.QID, 0, len(names))
 	for _, name := range names {
+		if n.Mode().IsDir() {
+			if err := f.may(n, hfs.MayExec); err != nil {
+				return nil, nil, err
+			}
+		}
 		c, err := hfs.Lookup(f.ctx(), n, name)
 		if err != nil {
 			return nil, nil, errno(err)
@@ -91,7 +108,7 @@ func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
 		n = c
 		qids = append(qids, qidOf(n))
 	}
-	return qids, &file{s: f.s, n: n}, nil
+	return qids, &file{s: f.s, n: n, who: f.who}, nil
 }
 
 func (f *file) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.Attr, error) {
@@ -113,10 +130,14 @@ var attrMask = p9.AttrMask{Mode: true, NLink: true, UID: true, GID: true, RDev: 
 
 func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
 	at := hfs.Stat(f.ctx(), f.n)
+	mode := p9.ModeFromOS(at.Mode)
+	if at.Mode&os.ModeSticky != 0 {
+		mode |= p9.Sticky
+	}
 	a := p9.Attr{
-		Mode:      p9.ModeFromOS(at.Mode),
-		UID:       p9.UID(f.s.uid),
-		GID:       p9.GID(f.s.gid),
+		Mode:      mode,
+		UID:       p9.UID(at.UID),
+		GID:       p9.GID(at.GID),
 		NLink:     p9.NLink(at.Nlink),
 		Size:      at.Size,
 		Blocks:    at.Blocks,
@@ -132,6 +153,11 @@ func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
 // SetAttr hands the change to the tree's rules (fs.Setattr). The shell's
 // `>` arrives as open, then setattr size=0.
 func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
+	if valid.Size || valid.ATime || valid.MTime {
+		if err := f.may(f.n, hfs.MayWrite); err != nil && f.who.UID != hfs.AccessOf(f.n).UID {
+			return err
+		}
+	}
 	a := hfs.SetAttr{Mode: valid.Permissions, Owner: valid.UID || valid.GID, Times: valid.ATime || valid.MTime}
 	if valid.Size {
 		a.Size = &attr.Size
@@ -160,7 +186,14 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 		if mode.Mode() != p9.ReadOnly {
 			return p9.QID{}, 0, linux.EISDIR
 		}
+		if err := f.may(f.n, hfs.MayRead); err != nil {
+			return p9.QID{}, 0, err
+		}
 		return qidOf(f.n), 0, nil
+	}
+	want := map[p9.OpenFlags]uint32{p9.ReadOnly: hfs.MayRead, p9.WriteOnly: hfs.MayWrite, p9.ReadWrite: hfs.MayRead | hfs.MayWrite}[mode.Mode()]
+	if err := f.may(f.n, want); err != nil {
+		return p9.QID{}, 0, err
 	}
 	// Only the access mode and O_NONBLOCK mean anything to the tree; the
 	// other Linux flags (O_TRUNC arrives as a setattr) are not passed on.
@@ -261,6 +294,9 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 }
 
 func (f *file) Mkdir(name string, _ p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID, error) {
+	if err := f.mayChange(); err != nil {
+		return p9.QID{}, err
+	}
 	c, err := hfs.Mkdir(f.ctx(), f.n, name)
 	if err != nil {
 		return p9.QID{}, errno(err)
@@ -271,28 +307,56 @@ func (f *file) Mkdir(name string, _ p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID, er
 // UnlinkAt is rmdir when flags has AT_REMOVEDIR; unlinking a file is
 // refused, as over FUSE.
 func (f *file) UnlinkAt(name string, flags uint32) error {
+	if err := f.mayChange(); err != nil {
+		return err
+	}
+	c, err := hfs.Lookup(f.ctx(), f.n, name)
+	if err != nil {
+		return errno(err)
+	}
+	if !hfs.MayRemove(f.who, f.n, c) {
+		return linux.EACCES
+	}
 	if flags&atRemoveDir == 0 {
 		return errno(hfs.ErrNoChange)
 	}
 	return errno(hfs.Rmdir(f.ctx(), f.n, name))
 }
 
-// The tree's refusals (fs.ErrNoChange, fs.ErrNoXattr).
+// mayChange refuses (EACCES) a change of the directory's entries to a
+// caller without write and search permission on it, as the kernel
+// does before it asks a filesystem.
+func (f *file) mayChange() error {
+	if !f.n.Mode().IsDir() {
+		return linux.ENOTDIR
+	}
+	return f.may(f.n, hfs.MayWrite|hfs.MayExec)
+}
+
+// The tree's refusals (fs.ErrNoChange, fs.ErrNoXattr), once the caller
+// may change the directory at all.
 var noChange, noXattr = errno(hfs.ErrNoChange), errno(hfs.ErrNoXattr)
 
-func (f *file) RenameAt(string, p9.File, string) error { return noChange }
+func (f *file) refuseChange() error {
+	if err := f.mayChange(); err != nil {
+		return err
+	}
+	return noChange
+}
+
+func (f *file) RenameAt(string, p9.File, string) error { return f.refuseChange() }
 func (f *file) Rename(p9.File, string) error           { return noChange }
 func (f *file) Renamed(p9.File, string)                {}
 
 func (f *file) Create(string, p9.OpenFlags, p9.FileMode, p9.UID, p9.GID) (p9.File, p9.QID, uint32, error) {
-	return nil, p9.QID{}, 0, noChange
+	return nil, p9.QID{}, 0, f.refuseChange()
 }
 func (f *file) Symlink(string, string, p9.UID, p9.GID) (p9.QID, error) {
-	return p9.QID{}, noChange
+	return p9.QID{}, f.refuseChange()
 }
-func (f *file) Link(p9.File, string) error { return noChange }
+func (f *file) Link(p9.File, string) error { return f.refuseChange() }
 func (f *file) Mknod(string, p9.FileMode, uint32, uint32, p9.UID, p9.GID) (p9.QID, error) {
-	return p9.QID{}, noChange
+	return p9.QID{}, f.refuseChange()
 }
 func (f *file) Readlink() (string, error) { return "", linux.EINVAL }
 

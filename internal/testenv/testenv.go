@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"hypefs/backend/layout"
 )
 
 // TB is what testenv needs of testing.T and testing.B.
@@ -244,6 +246,9 @@ func Processes(s string) []int {
 	}
 	return pids
 }
+
+// RunDir is an instance's run directory (its sockets, the shim's record).
+func (d *Daemon) RunDir(name string) string { return layout.Layout{Run: d.Run}.RunDir(name) }
 
 // Path joins names under the mount.
 func (d *Daemon) Path(names ...string) string {
