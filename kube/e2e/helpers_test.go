@@ -108,8 +108,11 @@ func StartKubelet(t testing.TB, c *kubetest.Cluster, d *testenv.Daemon, node str
 	k := &Kubelet{t: t, c: c, d: d, Node: node, Port: port, log: filepath.Join(d.Dir, "kubelet-"+node+".log")}
 	t.Cleanup(func() {
 		k.Stop()
-		if t.Failed() {
-			t.Logf("hypefs kubelet %s log (end):\n%s", node, tail(k.Log(), 6000))
+		// Nodes outlive their kubelet (there is no node controller to mark
+		// them): remove this one, so that the scheduler never picks it.
+		c.Client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{})
+		if t.Failed() || os.Getenv("HYPEFS_TEST_VERBOSE") != "" {
+			t.Logf("hypefs kubelet %s log (end):\n%s", node, tail(k.Log(), 60000))
 		}
 	})
 	k.Start()

@@ -94,6 +94,17 @@ func TestPodLifecycle(t *testing.T) {
 	}
 	followLogs(t, c.Client.CoreV1().Pods(ns).GetLogs("web", &corev1.PodLogOptions{Follow: true, TailLines: &one}))
 
+	// kubectl exec runs an exec job (TestExec covers it); where this hypefs
+	// has none, it is refused with a sentence that says so.
+	out, _, err := kubectlExec(c, ns, "web", []string{"uname", "-a"}, "", false)
+	if _, statErr := os.Stat(d.Inst(inst, "exec")); statErr == nil {
+		if err != nil || !strings.HasPrefix(out, "Linux") {
+			t.Errorf("exec uname -a: %q, %v", out, err)
+		}
+	} else if err == nil || !strings.Contains(err.Error(), "exec jobs are not available") {
+		t.Errorf("exec without exec jobs: %q, %v; want a refusal naming exec jobs", out, err)
+	}
+
 	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

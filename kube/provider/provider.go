@@ -27,6 +27,9 @@ type Options struct {
 	// does (grace period 0, UID precondition). May be nil.
 	Remove func(ctx context.Context, namespace, name string, uid types.UID) error
 	Log    *slog.Logger
+	// Context is the provider's life: background work (restarts,
+	// retries, log followers) ends with it. Default: never.
+	Context context.Context
 }
 
 // Provider runs the Pods of one node as instances of one hypefs tree. It
@@ -51,7 +54,10 @@ func New(opt Options) *Provider {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
-	return &Provider{opt: opt, tree: opt.Tree, log: opt.Log, ctx: context.Background(),
+	if opt.Context == nil {
+		opt.Context = context.Background()
+	}
+	return &Provider{opt: opt, tree: opt.Tree, log: opt.Log, ctx: opt.Context,
 		pods: map[string]*podState{}, byInst: map[string]*podState{}, node: &nodeNotifier{}}
 }
 
@@ -66,6 +72,7 @@ type podState struct {
 	pod      *corev1.Pod // the latest spec from the API
 	inst     string
 	cfg      Config
+	cfgKnown bool // cfg is from a Pod whose env virtual-kubelet resolved
 	refused  *Refusal
 	failure  string // why the last create or start failed
 	started  time.Time
@@ -104,7 +111,7 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		ps.refused = r
 	} else {
 		ps.inst = InstanceName(pod.Namespace, pod.Name, pod.UID)
-		ps.cfg = ConfigFor(pod)
+		ps.cfg, ps.cfgKnown = ConfigFor(pod), true
 	}
 	p.mu.Lock()
 	if old := p.pods[key]; old != nil && old.pod.UID == pod.UID {
@@ -148,18 +155,25 @@ func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 	}
 	p.mu.Lock()
 	ps.pod = pod.DeepCopy()
-	changed := false
+	changed, first := false, false
 	if ps.refused == nil {
 		if r := Check(pod); r == nil {
 			cfg := ConfigFor(pod)
-			changed = !cfg.Same(ps.cfg)
-			ps.cfg = cfg
+			first = !ps.cfgKnown
+			changed = !first && !cfg.Same(ps.cfg)
+			ps.cfg, ps.cfgKnown = cfg, true
 		}
 	}
+	if first {
+		ps.creating = true
+	}
 	p.mu.Unlock()
-	if changed {
+	switch {
+	case first: // a Pod taken over at start: check its instance's config
+		go p.create(ps)
+	case changed:
 		go p.replace(ps)
-	} else {
+	default:
 		p.kick(ps)
 	}
 	return nil
@@ -212,7 +226,7 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	if p.opt.Remove != nil && pod.UID != "" {
 		go func() {
 			err := p.opt.Remove(p.ctx, pod.Namespace, pod.Name, pod.UID)
-			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) && p.ctx.Err() == nil {
 				p.log.Warn("remove pod from the API", "pod", podKey(pod.Namespace, pod.Name), "err", err)
 			}
 		}()
@@ -310,7 +324,9 @@ func (p *Provider) GetPods(ctx context.Context) ([]*corev1.Pod, error) {
 
 // adopt takes over the instances of Pods bound to this node that the
 // provider does not track yet (after its own restart): Pods in a final
-// phase too, whose VMs are kept until the Pod is deleted.
+// phase too, whose VMs are kept until the Pod is deleted. Their config is
+// checked when the pod controller hands over the Pod with its environment
+// resolved (UpdatePod); until then nothing is written.
 func (p *Provider) adopt(ctx context.Context) error {
 	if p.opt.Pods == nil {
 		return nil
@@ -328,13 +344,25 @@ func (p *Provider) adopt(ctx context.Context) error {
 		return fmt.Errorf("list pods: %w", err)
 	}
 	for _, pod := range pods {
-		if pod.Spec.NodeName != p.opt.NodeName || pod.DeletionTimestamp != nil ||
-			!have[InstanceName(pod.Namespace, pod.Name, pod.UID)] || p.lookup(pod.Namespace, pod.Name) != nil {
+		inst := InstanceName(pod.Namespace, pod.Name, pod.UID)
+		if pod.Spec.NodeName != p.opt.NodeName || !have[inst] || Check(pod) != nil {
 			continue
 		}
-		if err := p.CreatePod(ctx, pod); err != nil {
-			return err
+		ps := &podState{key: podKey(pod.Namespace, pod.Name), pod: pod.DeepCopy(), inst: inst, made: true,
+			started: time.Now(), logs: newLogMarks()}
+		if t := pod.Status.StartTime; t != nil {
+			ps.started = t.Time
 		}
+		seedFromStatus(ps, &pod.Status)
+		p.mu.Lock()
+		if p.pods[ps.key] != nil {
+			p.mu.Unlock()
+			continue
+		}
+		p.pods[ps.key], p.byInst[inst] = ps, ps
+		p.mu.Unlock()
+		p.log.Info("instance found", "pod", ps.key, "instance", inst)
+		p.kick(ps)
 	}
 	return nil
 }

@@ -81,6 +81,9 @@ func (p *Provider) sleep(d time.Duration) bool {
 func (p *Provider) ensure(ps *podState) error {
 	p.mu.Lock()
 	inst, cfg, pull := ps.inst, ps.cfg, ps.pod.Spec.Containers[0].ImagePullPolicy == corev1.PullAlways
+	if !ps.cfgKnown { // taken over at start and never handed over since
+		cfg = ConfigFor(ps.pod)
+	}
 	p.mu.Unlock()
 	exists, err := p.tree.Exists(inst)
 	if err != nil {

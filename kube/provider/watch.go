@@ -16,16 +16,14 @@ type mountState struct {
 	seen bool // a first answer (either way) was given
 }
 
-// Run follows the tree until ctx ends: it reads /events, whose lines say
+// Run follows the tree until the provider's context ends: it reads /events, whose lines say
 // which instance changed, and rereads only that instance (nothing is
 // polled per instance). When the mount goes away (the daemon stopped or
 // died) the node turns NotReady; it checks for the mount once a second,
 // and when it is back it rereads every Pod's instance once, since events
 // sent meanwhile were lost, and the node turns Ready.
-func (p *Provider) Run(ctx context.Context) {
-	p.mu.Lock()
-	p.ctx = ctx
-	p.mu.Unlock()
+func (p *Provider) Run() {
+	ctx := p.ctx
 	for ctx.Err() == nil {
 		err := p.tree.Alive()
 		var f *os.File

@@ -118,8 +118,10 @@ func run(o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
 	p := provider.New(provider.Options{
-		Tree: provider.Tree{Root: mount}, NodeName: o.nodeName, NodeIP: o.nodeIP, Log: log,
+		Tree: provider.Tree{Root: mount}, NodeName: o.nodeName, NodeIP: o.nodeIP, Log: log, Context: ctx,
 		Remove: func(ctx context.Context, namespace, name string, uid types.UID) error {
 			zero := int64(0)
 			return client.CoreV1().Pods(namespace).Delete(ctx, name, metav1.DeleteOptions{
@@ -133,6 +135,9 @@ func run(o options, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("kubelet API authentication: %w", err)
 	}
+	// nodeutil.NewNode makes a client of its own from $KUBECONFIG before
+	// taking ours; point it at the same file.
+	os.Setenv("KUBECONFIG", o.kubeconfig)
 	mux := http.NewServeMux()
 	n, err := nodeutil.NewNode(o.nodeName,
 		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
@@ -154,9 +159,7 @@ func run(o options, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("set up node %s: %w", o.nodeName, err)
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	go p.Run(ctx)
+	go p.Run()
 	log.Info("joining the cluster", "node", o.nodeName, "mount", mount, "listen", o.listen, "node-ip", o.nodeIP)
 	go func() {
 		if err := n.WaitReady(ctx, 0); err == nil {

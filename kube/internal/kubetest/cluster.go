@@ -146,6 +146,9 @@ func (c *Cluster) startEtcd(clientPort, peerPort int) error {
 // startAPIServer runs kube-apiserver against etcd. The advertise address
 // is loopback, which the endpoint reconciler refuses, hence "none"; the
 // service range is only an allocator's (nothing is ever sent to it).
+// TaintNodesByCondition is off: it gives every new node the not-ready
+// taint, which the node lifecycle controller (of the controller-manager
+// this control plane lacks) lifts once the node is Ready.
 func (c *Cluster) startAPIServer(etcdPort, port int) error {
 	f := func(name string) string { return filepath.Join(c.Dir, name) }
 	return c.run("kube-apiserver",
@@ -161,6 +164,7 @@ func (c *Cluster) startAPIServer(etcdPort, port int) error {
 		"--authorization-mode", "Node,RBAC",
 		"--kubelet-client-certificate", f("kubelet-client.crt"), "--kubelet-client-key", f("kubelet-client.key"),
 		"--kubelet-preferred-address-types", "InternalIP",
+		"--disable-admission-plugins", "TaintNodesByCondition",
 		"--enable-priority-and-fairness=false", "--profiling=false", "--v=0")
 }
 
