@@ -72,7 +72,11 @@ func bins(t testing.TB) string {
 	t.Helper()
 	dir := testenv.Bins(t)
 	kubeletOnce.Do(func() {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "hypefs-kubelet"), "./cmd/hypefs-kubelet")
+		args := []string{"build", "-o", filepath.Join(dir, "hypefs-kubelet")}
+		if raceBuild {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/hypefs-kubelet")...)
 		cmd.Dir = filepath.Join(testenv.Root(), "kube")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			kubeletErr = fmt.Errorf("build hypefs-kubelet: %v\n%s", err, out)

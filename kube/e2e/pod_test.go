@@ -148,7 +148,6 @@ func checkNode(t *testing.T, d *testenv.Daemon, n *corev1.Node, port int) {
 	}
 }
 
-
 type leaseGetter interface {
 	Get(ctx context.Context, name string, opts metav1.GetOptions) (*coordv1.Lease, error)
 }

@@ -47,7 +47,9 @@ func (m *logMarks) add(off int64, t time.Time) {
 	switch {
 	case n > 0 && off <= m.marks[n-1].off:
 	case n > 1 && t.Sub(m.marks[n-2].t) < markEvery:
-		m.marks[n-1].off = off // stretch the last mark
+		// The last mark moves up: its lines become at most markEvery
+		// younger than they are, never older.
+		m.marks[n-1] = logMark{off, t}
 	default:
 		m.marks = append(m.marks, logMark{off, t})
 	}
