@@ -126,7 +126,9 @@ func TestCheck(t *testing.T) {
 		{"container user", func(p *corev1.Pod) {
 			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsGroup: &uid, RunAsNonRoot: &yes}
 		}, []string{"runAsGroup", "runAsNonRoot", "main"}},
-		{"hugepages", func(p *corev1.Pod) { p.Spec.Containers[0].Resources.Limits["hugepages-2Mi"] = resource.MustParse("2Mi") }, []string{"hugepages-2Mi"}},
+		{"hugepages", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Resources.Limits["hugepages-2Mi"] = resource.MustParse("2Mi")
+		}, []string{"hugepages-2Mi"}},
 	}
 	for _, c := range cases {
 		p := ok.DeepCopy()
