@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -55,6 +56,35 @@ func kubectlExec(c *kubetest.Cluster, ns, pod string, cmd []string, stdin string
 	defer cancel()
 	err = ex.StreamWithContext(ctx, opts)
 	return out.String(), errOut.String(), err
+}
+
+// attachSees runs `kubectl attach POD` (stdout only) until the program's
+// output, read from the VM's console, shows want.
+func attachSees(t *testing.T, c *kubetest.Cluster, ns, pod, want string) {
+	t.Helper()
+	req := c.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("attach").
+		VersionedParams(&corev1.PodAttachOptions{Stdout: true}, scheme.ParameterCodec)
+	ex, err := remotecommand.NewSPDYExecutor(c.Config, "POST", req.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: pw}))
+	}()
+	var seen bytes.Buffer
+	buf := make([]byte, 4096)
+	for !strings.Contains(seen.String(), want) {
+		n, err := pr.Read(buf)
+		seen.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("kubectl attach: %v after %q", err, seen.String())
+		}
+	}
+	cancel()
+	pr.Close()
 }
 
 // kubectl exec through exec jobs: output on stdout and stderr apart, the

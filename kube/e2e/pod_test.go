@@ -94,6 +94,8 @@ func TestPodLifecycle(t *testing.T) {
 	}
 	followLogs(t, c.Client.CoreV1().Pods(ns).GetLogs("web", &corev1.PodLogOptions{Follow: true, TailLines: &one}))
 
+	attachSees(t, c, ns, "web", "tick-")
+
 	// kubectl exec runs an exec job (TestExec covers it); where this hypefs
 	// has none, it is refused with a sentence that says so.
 	out, _, err := kubectlExec(c, ns, "web", []string{"uname", "-a"}, "", false)
