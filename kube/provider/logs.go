@@ -36,8 +36,13 @@ type logMark struct {
 	t   time.Time
 }
 
-// markEvery coalesces marks: one per this much time is kept.
-const markEvery = 50 * time.Millisecond
+// markEvery coalesces marks: one per this much time is kept. maxMarks
+// bounds a chatty Pod's marks (32 bytes each): past it every other mark
+// goes, the later of each pair staying, so lines only ever get younger.
+const (
+	markEvery = 50 * time.Millisecond
+	maxMarks  = 1 << 16
+)
 
 func newLogMarks() *logMarks { return &logMarks{} }
 
@@ -52,9 +57,21 @@ func (m *logMarks) add(off int64, t time.Time) {
 		m.marks[n-1] = logMark{off, t}
 	default:
 		m.marks = append(m.marks, logMark{off, t})
+		if len(m.marks) > maxMarks {
+			m.marks = thin(m.marks)
+		}
 	}
 	m.mu.Unlock()
 	m.grew.Signal()
+}
+
+// thin keeps every second mark, counting back from the last (kept).
+func thin(marks []logMark) []logMark {
+	out := marks[:0]
+	for i := len(marks)%2 ^ 1; i < len(marks); i += 2 {
+		out = append(out, marks[i])
+	}
+	return out
 }
 
 // timeOf is the time of the line that ends at off.

@@ -125,3 +125,25 @@ func TestLogMarksEdges(t *testing.T) {
 		t.Errorf("empty log: %q", got)
 	}
 }
+
+// A chatty log's marks stay bounded; lines only get younger.
+func TestLogMarksBounded(t *testing.T) {
+	m := newLogMarks()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := 1; i <= 3*maxMarks; i++ {
+		m.add(int64(i*10), t0.Add(time.Duration(i)*time.Second))
+	}
+	if n := len(m.marks); n > maxMarks || n < maxMarks/2 {
+		t.Fatalf("%d marks after %d arrivals", n, 3*maxMarks)
+	}
+	last := m.marks[len(m.marks)-1]
+	if last.off != int64(3*maxMarks*10) {
+		t.Errorf("the last mark went: %+v", last)
+	}
+	for _, off := range []int64{5, 10, 12345, int64(3 * maxMarks * 10)} {
+		truth := t0.Add(time.Duration((off+9)/10) * time.Second)
+		if got := m.timeOf(off); got.Before(truth) {
+			t.Errorf("line ending at %d dated %v, before it was written (%v)", off, got, truth)
+		}
+	}
+}
