@@ -124,6 +124,28 @@ func podStatus(in statusInput) corev1.PodStatus {
 	if in.lastTerm != nil {
 		cs.LastTerminationState.Terminated = in.lastTerm
 	}
+	started := setState(in, &cs, &st)
+	cs.Started = &started
+	if st.PodIP != "" {
+		st.PodIPs = []corev1.PodIP{{IP: st.PodIP}}
+	}
+	st.ContainerStatuses = []corev1.ContainerStatus{cs}
+	ready := cs.Ready
+	made := in.have
+	st.Conditions = []corev1.PodCondition{
+		cond(corev1.PodScheduled, true, "", ""),
+		cond(corev1.PodReadyToStartContainers, made, "", ""),
+		cond(corev1.PodInitialized, true, "", ""),
+		cond(corev1.ContainersReady, ready, notReadyReason(ready, st.Phase), ""),
+		cond(corev1.PodReady, ready, notReadyReason(ready, st.Phase), ""),
+	}
+	return st
+}
+
+// setState sets the container's state and the Pod's phase (and IP) from
+// the instance's state; it says whether the program has started.
+func setState(in statusInput, cs *corev1.ContainerStatus, st *corev1.PodStatus) bool {
+	ctr := in.pod.Spec.Containers[0]
 	started := false
 	ranBefore := in.restarts > 0
 	st.Phase = corev1.PodPending
@@ -169,21 +191,7 @@ func podStatus(in statusInput) corev1.PodStatus {
 	default:
 		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "Unknown", Message: "instance state " + s}
 	}
-	cs.Started = &started
-	if st.PodIP != "" {
-		st.PodIPs = []corev1.PodIP{{IP: st.PodIP}}
-	}
-	st.ContainerStatuses = []corev1.ContainerStatus{cs}
-	ready := cs.Ready
-	made := in.have
-	st.Conditions = []corev1.PodCondition{
-		cond(corev1.PodScheduled, true, "", ""),
-		cond(corev1.PodReadyToStartContainers, made, "", ""),
-		cond(corev1.PodInitialized, true, "", ""),
-		cond(corev1.ContainersReady, ready, notReadyReason(ready, st.Phase), ""),
-		cond(corev1.PodReady, ready, notReadyReason(ready, st.Phase), ""),
-	}
-	return st
+	return started
 }
 
 func notReadyReason(ready bool, phase corev1.PodPhase) string {
