@@ -25,12 +25,15 @@ func TestRestartPolicy(t *testing.T) {
 	ns := c.Namespace(t, "policy")
 	k := StartKubelet(t, c, d, "hfs-policy")
 
+	// One name at Kubernetes' limit (253 characters): its instance name
+	// is cut to hypefs' 63 and still found by its Pod.
+	long := "onfailure-ok-" + strings.Repeat("x", 240)
 	cases := []struct {
 		name, script string
 		policy       corev1.RestartPolicy
 	}{
 		{"never-fails", "echo bye; exit 3", corev1.RestartPolicyNever},
-		{"onfailure-ok", "echo done; exit 0", corev1.RestartPolicyOnFailure},
+		{long, "echo done; exit 0", corev1.RestartPolicyOnFailure},
 		{"onfailure-fails", "echo run; exit 2", corev1.RestartPolicyOnFailure},
 		{"always-ok", "echo run; exit 0", corev1.RestartPolicyAlways},
 	}
@@ -56,9 +59,12 @@ func TestRestartPolicy(t *testing.T) {
 	if inst := instanceOf(t, p); d.Status(inst) != "stopped" || strings.TrimSpace(d.Read(d.Inst(inst, "exit"))) != "3" {
 		t.Errorf("never-fails: instance %s is %q with exit %q, want stopped with 3", inst, d.Status(inst), d.Read(d.Inst(inst, "exit")))
 	}
-	p = waitPod(t, c, ns, "onfailure-ok", 2*time.Minute, "Succeeded", terminatedWith(0, corev1.PodSucceeded))
+	p = waitPod(t, c, ns, long, 2*time.Minute, "Succeeded", terminatedWith(0, corev1.PodSucceeded))
 	if cs := p.Status.ContainerStatuses[0]; cs.RestartCount != 0 || cs.State.Terminated.Reason != "Completed" {
 		t.Errorf("onfailure-ok: %s", describe(p))
+	}
+	if inst := instanceOf(t, p); len(inst) != 63 || !strings.HasPrefix(inst, "policy_onfailure-ok-xxx") {
+		t.Errorf("the 253-character Pod name gave instance %q (%d characters)", inst, len(inst))
 	}
 
 	restartedAfter := func(code int32) func(*corev1.Pod) bool {
