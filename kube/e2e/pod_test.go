@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"hypefs/internal/testenv"
+	"hypefs/kube/internal/kubetest"
 )
 
 // tickScript prints a greeting ($(GREETING) is expanded by the kubelet's
@@ -74,6 +75,9 @@ func TestPodLifecycle(t *testing.T) {
 		t.Fatalf("logs lack tick-5:\n%s", logs(corev1.PodLogOptions{}))
 	}
 	all := logs(corev1.PodLogOptions{})
+	if raw := d.Read(d.Inst(inst, "log")); !strings.Contains(raw, "hi-from-web\r\n") {
+		t.Errorf("the instance's log lacks the console's \\r\\n line ends (what logs turns into \\n): %q", kubetest.Tail(raw, 300))
+	}
 	if !strings.Contains(all, "hi-from-web\n") || strings.Contains(all, "\r") {
 		t.Errorf("logs lack the expanded greeting or keep the console's \\r:\n%q", all)
 	}
