@@ -210,3 +210,25 @@ func followLogs(t *testing.T, req streamer) {
 		}
 	}
 }
+
+// With guest networking (in a network namespace of the test's own), the
+// Pod's IP is its VM's address (`kubectl get pod -o wide`).
+func TestPodIP(t *testing.T) {
+	if _, inside := testenv.Netns(t); !inside {
+		return
+	}
+	c := cluster(t)
+	d := testenv.NewDaemonNet(t)
+	ref := busybox(t)
+	ns := c.Namespace(t, "net")
+	k := StartKubelet(t, c, d, "hfs-net")
+	createPod(t, c, podSpec(ns, "addr", k.Node, ref, "sleep 3600"))
+	p := waitPod(t, c, ns, "addr", 2*time.Minute, "Running with an IP", func(p *corev1.Pod) bool {
+		return running(p) && p.Status.PodIP != ""
+	})
+	var info struct{ IP string }
+	json.Unmarshal([]byte(d.Read(d.Inst(instanceOf(t, p), "info"))), &info)
+	if info.IP == "" || p.Status.PodIP != info.IP || len(p.Status.PodIPs) != 1 || p.Status.PodIPs[0].IP != info.IP {
+		t.Errorf("podIP %q podIPs %v, the VM's ip %q", p.Status.PodIP, p.Status.PodIPs, info.IP)
+	}
+}
