@@ -40,8 +40,16 @@ func TestRestartPolicy(t *testing.T) {
 	for _, tc := range cases {
 		p := podSpec(ns, tc.name, k.Node, ref, tc.script)
 		p.Spec.RestartPolicy = tc.policy
+		if tc.name == "never-fails" {
+			p.Spec.Containers[0].ImagePullPolicy = corev1.PullAlways // pulled again before its boot
+		}
 		createPod(t, c, p)
 	}
+	// An image that cannot be pulled: the Pod waits, saying why, and the
+	// pull is tried again.
+	missing := podSpec(ns, "missing-image", k.Node, strings.Replace(ref, "busybox", "no-such-image", 1), "true")
+	missing.Spec.Containers[0].ImagePullPolicy = corev1.PullAlways
+	createPod(t, c, missing)
 
 	terminatedWith := func(code int32, phase corev1.PodPhase) func(*corev1.Pod) bool {
 		return func(p *corev1.Pod) bool {
@@ -66,6 +74,15 @@ func TestRestartPolicy(t *testing.T) {
 	if inst := instanceOf(t, p); len(inst) != 63 || !strings.HasPrefix(inst, "policy_onfailure-ok-xxx") {
 		t.Errorf("the 253-character Pod name gave instance %q (%d characters)", inst, len(inst))
 	}
+
+	p = waitPod(t, c, ns, "missing-image", time.Minute, "waiting on its image", func(p *corev1.Pod) bool {
+		if len(p.Status.ContainerStatuses) != 1 || p.Status.Phase != corev1.PodPending {
+			return false
+		}
+		w := p.Status.ContainerStatuses[0].State.Waiting
+		return w != nil && w.Reason == "CreateContainerError" && strings.Contains(w.Message, "no-such-image")
+	})
+	t.Logf("missing-image: %s", describe(p))
 
 	restartedAfter := func(code int32) func(*corev1.Pod) bool {
 		return func(p *corev1.Pod) bool {
@@ -94,7 +111,7 @@ func TestRestartPolicy(t *testing.T) {
 		t.Errorf("onfailure-fails: kubectl logs gave %q (%v), want every run", logs, err)
 	}
 	names := ownedInstances(t, d)
-	if len(names) != len(cases) {
+	if len(names) != len(cases) { // missing-image never got one
 		t.Errorf("the tree holds %d of the provider's instances (%v), want %d: restarts must not make new ones", len(names), names, len(cases))
 	}
 }

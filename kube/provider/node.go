@@ -104,9 +104,9 @@ func (p *Provider) fillNode(n *corev1.Node, down error) {
 	n.Status.Conditions = conds
 }
 
-// nodeNotifier is virtual-kubelet's NodeProvider: it pushes the node's
+// NodeNotifier is virtual-kubelet's NodeProvider: it pushes the node's
 // status when the mount comes or goes.
-type nodeNotifier struct {
+type NodeNotifier struct {
 	mu   sync.Mutex
 	cfg  NodeConfig
 	cb   func(*corev1.Node)
@@ -115,7 +115,7 @@ type nodeNotifier struct {
 }
 
 // NodeProvider is what virtual-kubelet's node controller is given.
-func (p *Provider) NodeProvider(node *corev1.Node) *nodeNotifier {
+func (p *Provider) NodeProvider(node *corev1.Node) *NodeNotifier {
 	p.node.mu.Lock()
 	p.node.last = node.DeepCopy()
 	p.node.mu.Unlock()
@@ -125,12 +125,12 @@ func (p *Provider) NodeProvider(node *corev1.Node) *nodeNotifier {
 // Ping answers for the provider itself. The tree's health is the node's
 // Ready condition, pushed when it changes, rather than a failed ping
 // (which would only stop the heartbeats).
-func (n *nodeNotifier) Ping(context.Context) error { return nil }
+func (n *NodeNotifier) Ping(context.Context) error { return nil }
 
 // NotifyNodeStatus registers the node controller's callback; the latest
 // status is pushed at once, then at every change. The callback may block,
 // so one goroutine calls it.
-func (n *nodeNotifier) NotifyNodeStatus(ctx context.Context, cb func(*corev1.Node)) {
+func (n *NodeNotifier) NotifyNodeStatus(ctx context.Context, cb func(*corev1.Node)) {
 	n.mu.Lock()
 	n.cb = cb
 	n.push = make(chan struct{}, 1)
@@ -152,7 +152,7 @@ func (n *nodeNotifier) NotifyNodeStatus(ctx context.Context, cb func(*corev1.Nod
 	push <- struct{}{}
 }
 
-func (n *nodeNotifier) mountChanged(p *Provider, up bool, why string) {
+func (n *NodeNotifier) mountChanged(p *Provider, up bool, why string) {
 	n.mu.Lock()
 	if n.last == nil {
 		n.mu.Unlock()

@@ -46,7 +46,7 @@ type Provider struct {
 	byInst map[string]*podState
 	notify func(*corev1.Pod)
 	mount  mountState
-	node   *nodeNotifier
+	node   *NodeNotifier
 }
 
 // New returns a provider; Run starts following the tree.
@@ -58,7 +58,7 @@ func New(opt Options) *Provider {
 		opt.Context = context.Background()
 	}
 	return &Provider{opt: opt, tree: opt.Tree, log: opt.Log, ctx: opt.Context,
-		pods: map[string]*podState{}, byInst: map[string]*podState{}, node: &nodeNotifier{}}
+		pods: map[string]*podState{}, byInst: map[string]*podState{}, node: &NodeNotifier{}}
 }
 
 // podState is what the provider knows of one Pod. Fields are guarded by
