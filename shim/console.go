@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"hypefs/internal/sock"
 )
 
 // clientQueue bounds what one slow live reader may hold back. A reader
@@ -161,11 +163,7 @@ func (c *console) rearm() {
 // serve accepts live console clients: each gets the output from the moment
 // it connects, and what it sends is typed into the guest through input().
 func (c *console) serve(l net.Listener, input func() io.Writer) {
-	for {
-		conn, err := l.Accept()
-		if err != nil {
-			return
-		}
+	sock.Serve(l, func(conn net.Conn) bool {
 		cl := &consoleClient{conn: conn, ch: make(chan []byte, clientQueue)}
 		c.mu.Lock()
 		c.clients[cl] = struct{}{}
@@ -198,7 +196,8 @@ func (c *console) serve(l net.Listener, input func() io.Writer) {
 			// The client closed its side: it may still be reading (a
 			// half-close), so only drop it once its writer is done.
 		}()
-	}
+		return true
+	})
 }
 
 // closeClients ends every live reader (the VM has ended).
