@@ -193,11 +193,24 @@ func (c *console) serve(l net.Listener, input func() io.Writer) {
 					break
 				}
 			}
-			// The client closed its side: it may still be reading (a
-			// half-close), so only drop it once its writer is done.
+			// The client closed its side. Gone for good, it is dropped
+			// now, not at the guest's next output; a half-close (it
+			// still reads) keeps its output coming.
+			if hungUp(conn) {
+				c.drop(cl)
+			}
 		}()
 		return true
 	})
+}
+
+// drop ends one live reader.
+func (c *console) drop(cl *consoleClient) {
+	c.mu.Lock()
+	delete(c.clients, cl)
+	cl.close()
+	c.mu.Unlock()
+	cl.conn.Close()
 }
 
 // closeClients ends every live reader (the VM has ended).

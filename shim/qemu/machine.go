@@ -10,6 +10,7 @@ import (
 	"net"
 	"os/exec"
 	"sync"
+	"time"
 
 	"hypefs/shim/engine"
 	"hypefs/shim/qmp"
@@ -105,10 +106,16 @@ func (m *Machine) Console() io.Writer { return consoleInput{m} }
 
 type consoleInput struct{ m *Machine }
 
+// consoleWriteTimeout bounds how long typed input waits for a guest that
+// does not read its console: the writer gets an error instead of waiting
+// for ever.
+const consoleWriteTimeout = 5 * time.Second
+
 func (c consoleInput) Write(p []byte) (int, error) {
 	if c.m.ended() {
 		return 0, engine.ErrNotRunning
 	}
+	c.m.con.SetWriteDeadline(time.Now().Add(consoleWriteTimeout))
 	n, err := c.m.con.Write(p)
 	if err != nil && c.m.ended() {
 		err = engine.ErrNotRunning
