@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"os"
+	"syscall"
 )
 
 // Who may do what (docs/security.md). Every node has an owner, a group
@@ -173,18 +174,19 @@ func Permitted(c Caller, n Node, want uint32) bool {
 	return bits&want == want
 }
 
-// MayRemove reports whether c may remove child from dir (rmdir): write
-// and search permission on dir and, dir being sticky, owning the child
-// or dir (or being root).
-func MayRemove(c Caller, dir, child Node) bool {
+// MayRemove says whether c may remove child from dir (rmdir), as the
+// kernel does: EACCES without write and search permission on dir; EPERM,
+// dir being sticky, unless c owns the child or dir (or is root); nil when
+// it may.
+func MayRemove(c Caller, dir, child Node) error {
 	if !Permitted(c, dir, MayWrite|MayExec) {
-		return false
+		return syscall.EACCES
 	}
 	d := AccessOf(dir)
-	if d.Mode&os.ModeSticky == 0 || c.Root() {
-		return true
+	if d.Mode&os.ModeSticky == 0 || c.Root() || c.UID == d.UID || c.UID == AccessOf(child).UID {
+		return nil
 	}
-	return c.UID == d.UID || c.UID == AccessOf(child).UID
+	return syscall.EPERM
 }
 
 // own gives n (and, for a fixed directory, every node below it) the

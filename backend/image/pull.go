@@ -429,6 +429,9 @@ func makeEROFS(ctx context.Context, out, tree string) error {
 		return err
 	}
 	defer f.Close()
+	if err := f.Chmod(layout.PrivateFile); err != nil {
+		return err
+	}
 	return f.Sync()
 }
 

@@ -314,8 +314,8 @@ func (f *file) UnlinkAt(name string, flags uint32) error {
 	if err != nil {
 		return errno(err)
 	}
-	if !hfs.MayRemove(f.who, f.n, c) {
-		return linux.EACCES
+	if err := hfs.MayRemove(f.who, f.n, c); err != nil {
+		return errno(err)
 	}
 	if flags&atRemoveDir == 0 {
 		return errno(hfs.ErrNoChange)

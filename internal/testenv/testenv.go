@@ -229,14 +229,21 @@ func killMatching(s string) {
 	}
 }
 
-// Processes lists pids whose command line mentions s.
+// Processes lists pids whose command line or environment mentions s (a
+// hypervisor names its run directory only in its environment).
 func Processes(s string) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !bytes.Contains(b, []byte(s)) {
+		if err != nil {
 			continue
+		}
+		if !bytes.Contains(b, []byte(s)) {
+			env, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+			if !bytes.Contains(env, []byte(s)) {
+				continue
+			}
 		}
 		var pid int
 		fmt.Sscan(e.Name(), &pid)
