@@ -1,13 +1,16 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -369,4 +372,109 @@ func pushSmall(t *testing.T, ref string) {
 		t.Fatal(err)
 	}
 	testimage.Push(t, ref, img)
+}
+
+// lockedRegistry serves test images on loopback; once lock is set,
+// repositories under locked/ answer only user alice with password s3cret.
+func lockedRegistry(t *testing.T, lock *atomic.Bool) string {
+	return testimage.Serve(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if lock.Load() && strings.HasPrefix(r.URL.Path, "/v2/locked/") {
+				if u, p, ok := r.BasicAuth(); !ok || u != "alice" || p != "s3cret" {
+					w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+					http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"who are you"}]}`, http.StatusUnauthorized)
+					return
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+}
+
+// writeDockerConfig gives u a docker config with auth for host.
+func writeDockerConfig(t *testing.T, u testenv.User, host string, mode os.FileMode) string {
+	t.Helper()
+	dir := filepath.Join(u.Home, ".docker")
+	os.Mkdir(dir, 0o700)
+	os.Chown(dir, int(u.UID), int(u.GID))
+	p := filepath.Join(dir, "config.json")
+	auth := base64.StdEncoding.EncodeToString([]byte("alice:s3cret"))
+	if err := os.WriteFile(p, []byte(`{"auths":{"`+host+`":{"auth":"`+auth+`"}}}`), mode); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, mode)
+	os.Chown(p, int(u.UID), int(u.GID))
+	return p
+}
+
+// A pull runs with the registry credentials of the user who asked: their
+// docker config, only if no one else may write it, and their credential
+// helper, run as them; a boot pulls as the instance's owner. Never
+// root's for someone else.
+func TestPullAsUser(t *testing.T) {
+	acc := testenv.NewAccounts(t)
+	group, _ := acc.Group()
+	alice, bob, carol := acc.User(group), acc.User(group), acc.User(group)
+	var lock atomic.Bool
+	host := lockedRegistry(t, &lock)
+	for _, tag := range []string{"1", "2", "3", "4"} {
+		pushSmall(t, host+"/locked/small:"+tag)
+	}
+	lock.Store(true)
+	writeDockerConfig(t, alice, host, 0o600)
+	loose := writeDockerConfig(t, carol, host, 0o666)
+
+	// bob's credentials come from a helper, which must run as bob.
+	helperDir, err := os.MkdirTemp("", "hft-helper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(helperDir)
+	os.Chmod(helperDir, 0o755)
+	helper := "#!/bin/sh\nread server\nid -u > \"$HOME/helper-ran-as\"\necho '{\"ServerURL\":\"'$server'\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}'\n"
+	if err := os.WriteFile(filepath.Join(helperDir, "docker-credential-hfttest"), []byte(helper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bobCfg := filepath.Join(bob.Home, ".docker", "config.json")
+	os.MkdirAll(filepath.Dir(bobCfg), 0o700)
+	os.WriteFile(bobCfg, []byte(`{"credHelpers":{"`+host+`":"hfttest"}}`), 0o600)
+	testenv.Shell(fmt.Sprintf("chown -R %d:%d %s", bob.UID, bob.GID, filepath.Dir(bobCfg)))
+
+	d := testenv.NewDaemonWith(t, "--group", group)
+	d.Stop()
+	d.SetEnv("PATH=" + helperDir + ":" + os.Getenv("PATH"))
+	d.Start()
+	os.Chmod(d.Dir, 0o711)
+	ctl := d.Path("images", "ctl")
+
+	if out, err := alice.Shell("echo pull " + host + "/locked/small:1 > " + ctl); err != nil {
+		t.Fatalf("alice's pull with her config: %v %s; images/error: %s", err, out, d.Read(d.Path("images", "error")))
+	}
+	if out, err := bob.Shell("echo pull " + host + "/locked/small:2 > " + ctl); err != nil {
+		t.Fatalf("bob's pull through his helper: %v %s; images/error: %s", err, out, d.Read(d.Path("images", "error")))
+	}
+	if ran, _ := os.ReadFile(filepath.Join(bob.Home, "helper-ran-as")); strings.TrimSpace(string(ran)) != fmt.Sprint(bob.UID) {
+		t.Errorf("bob's credential helper ran as uid %q, want %d", strings.TrimSpace(string(ran)), bob.UID)
+	}
+	if e := testenv.Errno(carol.Shell("echo pull " + host + "/locked/small:3 > " + ctl)); e != "EACCES" {
+		t.Errorf("carol's pull with a config others may write: %q, want EACCES", e)
+	}
+	if msg := d.Read(d.Path("images", "error")); !strings.Contains(msg, loose) || !strings.Contains(msg, "only its owner may write") {
+		t.Errorf("images/error after carol's pull: %q", msg)
+	}
+	// A boot pulls as the instance's owner: alice's boots, carol's does not.
+	for _, c := range []struct {
+		u         testenv.User
+		name, tag string
+	}{{alice, "alices", "4"}, {carol, "carols", "3"}} {
+		cfg := `{"image":"` + host + `/locked/small:` + c.tag + `","network":false}`
+		if out, err := c.u.Shell("mkdir " + d.Path("instances", c.name) + " && echo '" + cfg + "' > " + d.Inst(c.name, "config")); err != nil {
+			t.Fatalf("%s: %v %s", c.name, err, out)
+		}
+	}
+	d.WaitStatus("carols", "error", 60*time.Second)
+	if msg := d.Read(d.Inst("carols", "error")); !strings.Contains(msg, "only its owner may write") {
+		t.Errorf("carol's boot: error %q", msg)
+	}
+	d.WaitLog("alices", "small-image-ran", 1, 90*time.Second)
 }

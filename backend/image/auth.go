@@ -122,14 +122,20 @@ func readDockerConfig(path string, uid uint32) (*dockerConfig, error) {
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok || st.Uid != uid || fi.Mode().Perm()&0o022 != 0 || !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("docker config %s is not used: it must be a file owned by uid %d that only its owner may write (hint: chown %d %s; chmod go-w %s)", path, uid, uid, path, path)
+		return nil, &credentialsError{fmt.Sprintf("docker config %s is not used: it must be a file owned by uid %d that only its owner may write (hint: chown %d %s; chmod go-w %s)", path, uid, uid, path, path)}
 	}
 	var cfg dockerConfig
 	if err := json.NewDecoder(f).Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("docker config %s is not valid JSON: %w", path, err)
+		return nil, &credentialsError{fmt.Sprintf("docker config %s is not valid JSON: %v", path, err)}
 	}
 	return &cfg, nil
 }
+
+// credentialsError is a user's credentials that cannot be used: their
+// config or their helper, which they can fix.
+type credentialsError struct{ msg string }
+
+func (e *credentialsError) Error() string { return e.msg }
 
 // configHost is the registry a config.json "auths" key names: the key
 // without scheme or path ("https://index.docker.io/v1/" is Docker Hub).
@@ -149,12 +155,14 @@ const helperTimeout = 30 * time.Second
 // as the user: their uid, gid and groups, their HOME, a plain PATH.
 func runHelper(acct account, helper, reg string) (authn.Authenticator, error) {
 	if strings.ContainsAny(helper, "/\\") || helper == "" {
-		return nil, fmt.Errorf("credential helper %q is not a helper name", helper)
+		return nil, &credentialsError{fmt.Sprintf("credential helper %q is not a helper name", helper)}
 	}
+	// Found where the daemon (root) finds programs, never in a
+	// directory of the user's choosing; run with a plain PATH.
 	const path = "/usr/local/bin:/usr/bin:/bin"
-	bin, err := lookPathIn("docker-credential-"+helper, path)
+	bin, err := lookPathIn("docker-credential-"+helper, os.Getenv("PATH")+":"+path)
 	if err != nil {
-		return nil, fmt.Errorf("credential helper docker-credential-%s is not installed (%v)", helper, err)
+		return nil, &credentialsError{fmt.Sprintf("credential helper docker-credential-%s is not installed (%v)", helper, err)}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), helperTimeout)
 	defer cancel()
@@ -173,14 +181,14 @@ func runHelper(acct account, helper, reg string) (authn.Authenticator, error) {
 		if strings.Contains(out.String()+errb.String(), "credentials not found") {
 			return authn.Anonymous, nil
 		}
-		return nil, fmt.Errorf("credential helper docker-credential-%s: %v: %s", helper, err, strings.TrimSpace(errb.String()+out.String()))
+		return nil, &credentialsError{fmt.Sprintf("credential helper docker-credential-%s: %v: %s", helper, err, strings.TrimSpace(errb.String()+out.String()))}
 	}
 	var c struct {
 		Username string `json:"Username"`
 		Secret   string `json:"Secret"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &c); err != nil {
-		return nil, fmt.Errorf("credential helper docker-credential-%s answered no credentials: %v", helper, err)
+		return nil, &credentialsError{fmt.Sprintf("credential helper docker-credential-%s answered no credentials: %v", helper, err)}
 	}
 	if c.Username == "<token>" {
 		return authn.FromConfig(authn.AuthConfig{IdentityToken: c.Secret}), nil
@@ -191,6 +199,9 @@ func runHelper(acct account, helper, reg string) (authn.Authenticator, error) {
 // lookPathIn finds an executable in the directories of path.
 func lookPathIn(file, path string) (string, error) {
 	for _, dir := range filepath.SplitList(path) {
+		if !filepath.IsAbs(dir) {
+			continue // never the daemon's working directory
+		}
 		p := filepath.Join(dir, file)
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
 			return p, nil

@@ -357,9 +357,12 @@ func (p *pullJob) explain(err error) error {
 		return errno.Errorf(syscall.EIO, "registry %s failed to serve image %s: %v", reg, key, te)
 	}
 	var pe *plainHTTPError
+	var ce *credentialsError
 	switch {
 	case errors.As(err, &pe):
 		return errno.New(syscall.EPERM, pe.Error())
+	case errors.As(err, &ce):
+		return errno.Errorf(syscall.EACCES, "image %s cannot be pulled with your registry credentials: %s", key, ce.msg)
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 		return errno.Errorf(syscall.ETIMEDOUT, "pulling image %s from registry %s was cut short (%v); try again", key, reg, err)
 	case isNetErr(err):
