@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -477,4 +478,91 @@ func TestPullAsUser(t *testing.T) {
 		t.Errorf("carol's boot: error %q", msg)
 	}
 	d.WaitLog("alices", "small-image-ran", 1, 90*time.Second)
+}
+
+// 9P attach names map to local users, and a claim is checked against who
+// connected (here over loopback TCP): a user may attach only as
+// themselves, root as anyone; unknown names are refused.
+func TestNinePClaims(t *testing.T) {
+	acc := testenv.NewAccounts(t)
+	group, _ := acc.Group()
+	member, outsider := acc.User(group), acc.User()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "tcp:" + l.Addr().String()
+	l.Close()
+	testenv.NewDaemonWith(t, "--group", group, "--9p", addr)
+	// The test binary, where the users may run it.
+	binDir, err := os.MkdirTemp("", "hft-bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(binDir)
+	os.Chmod(binDir, 0o755)
+	bin := filepath.Join(binDir, "e2e.test")
+	if out, err := testenv.Shell("cp " + os.Args[0] + " " + bin + " && chmod 755 " + bin); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	attach := func(u *testenv.User, uname string, nuname uint32) string {
+		spec := fmt.Sprintf("%s,%s,%d", addr, uname, nuname)
+		if u == nil {
+			return attachChild(spec)
+		}
+		cmd := u.Cmd(bin, "-test.run=^$")
+		cmd.Env = append(cmd.Env, attachEnv+"="+spec)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("run: %v %s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	for _, c := range []struct {
+		what   string
+		u      *testenv.User
+		uname  string
+		nuname uint32
+		want   string
+	}{
+		{"member as themselves", &member, "", member.UID, "ok"},
+		{"member by name", &member, member.Name, testenv.NoUID, "ok"},
+		{"member naming no one: who connected", &member, "", testenv.NoUID, "ok"},
+		{"member claiming root", &member, "", 0, "attach EACCES"},
+		{"member claiming root by name", &member, "root", testenv.NoUID, "attach EACCES"},
+		{"member claiming the outsider", &member, "", outsider.UID, "attach EACCES"},
+		{"outsider as themselves", &outsider, "", outsider.UID, "list EACCES"},
+		{"root as the member", nil, "", member.UID, "ok"},
+		{"root as the outsider", nil, outsider.Name, testenv.NoUID, "list EACCES"},
+		{"an unknown name", nil, "hft-no-such-user", testenv.NoUID, "attach EACCES"},
+	} {
+		if got := attach(c.u, c.uname, c.nuname); got != c.want {
+			t.Errorf("%s: %q, want %q", c.what, got, c.want)
+		}
+	}
+}
+
+// Without its group on the host, the tree is root's alone: the group's
+// bits are gone from every mode, and the log says how to share it.
+func TestNoGroup(t *testing.T) {
+	acc := testenv.NewAccounts(t)
+	u := acc.User()
+	missing := testenv.AccountPrefix + "-missing-group"
+	d := testenv.NewDaemonWith(t, "--group", missing)
+	os.Chmod(d.Dir, 0o711)
+	if err := os.Mkdir(d.Path("instances", "r"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{"": "0:0:700", "instances": "0:0:1700", "instances/r": "0:0:700", "instances/r/status": "0:0:400", "images/ctl": "0:0:600"} {
+		out, _ := testenv.Shell("stat -c %u:%g:%a " + filepath.Join(d.Mnt, path))
+		if strings.TrimSpace(out) != want {
+			t.Errorf("stat %s: %q, want %s", path, strings.TrimSpace(out), want)
+		}
+	}
+	if e := testenv.Errno(u.Shell("ls " + d.Mnt)); e != "EACCES" {
+		t.Errorf("a user's ls of the tree: %q, want EACCES", e)
+	}
+	if log := d.Log(); !strings.Contains(log, "groupadd "+missing) {
+		t.Errorf("the log does not say how to make the group:\n%s", log)
+	}
 }

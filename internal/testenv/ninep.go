@@ -10,34 +10,48 @@ import (
 	"github.com/hugelgupf/p9/p9"
 )
 
+// NoUID leaves a Tattach's n_uname unset.
+const NoUID = ^uint32(0)
+
 // Dial9PAs connects a p9 client to addr ("unix:PATH" or "tcp:HOST:PORT")
-// and attaches as the user uid. p9's client names no user in its Tattach
-// (uname "", n_uname unset), so the connection rewrites that message on
-// its way out with n_uname = uid, as Linux's v9fs sends it. The client is
-// closed when the test ends.
+// and attaches as the user uid (n_uname), as Linux's v9fs does. The
+// client is closed when the test ends.
 func Dial9PAs(t testing.TB, addr string, uid uint32) (p9.File, error) {
 	t.Helper()
+	f, closeFn, err := Attach9P(addr, "", uid)
+	if err == nil || closeFn != nil {
+		t.Cleanup(closeFn)
+	}
+	return f, err
+}
+
+// Attach9P connects to addr and attaches naming uname and n_uname (NoUID:
+// none). p9's client names no user in its Tattach, so the connection
+// rewrites that message on its way out. close ends the client.
+func Attach9P(addr, uname string, nuname uint32) (root p9.File, close func(), err error) {
 	kind, rest, _ := strings.Cut(addr, ":")
 	conn, err := net.Dial(kind, rest)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	c, err := p9.NewClient(&attachAs{Conn: conn, uid: uid})
+	c, err := p9.NewClient(&attachAs{Conn: conn, uname: uname, nuname: nuname})
 	if err != nil {
 		conn.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	t.Cleanup(func() { c.Close() })
-	return c.Attach("")
+	root, err = c.Attach("")
+	return root, func() { c.Close() }, err
 }
 
-// attachAs is a client connection that sets n_uname in every Tattach.
-// It passes whole messages on; p9's client may write one in pieces.
+// attachAs is a client connection that sets uname and n_uname in every
+// Tattach. It passes whole messages on; p9's client may write one in
+// pieces.
 type attachAs struct {
 	net.Conn
-	uid uint32
-	mu  sync.Mutex
-	buf []byte
+	uname  string
+	nuname uint32
+	mu     sync.Mutex
+	buf    []byte
 }
 
 func (a *attachAs) Write(p []byte) (int, error) {
@@ -51,9 +65,8 @@ func (a *attachAs) Write(p []byte) (int, error) {
 		}
 		msg := a.buf[:size]
 		const tattach = 104
-		if size >= 7 && msg[4] == tattach && size >= 4 {
-			// ... n_uname[4] is the message's last field.
-			binary.LittleEndian.PutUint32(msg[size-4:], a.uid)
+		if size > 7 && msg[4] == tattach {
+			msg = a.rewrite(msg)
 		}
 		if _, err := a.Conn.Write(msg); err != nil {
 			return 0, err
@@ -61,4 +74,33 @@ func (a *attachAs) Write(p []byte) (int, error) {
 		a.buf = a.buf[size:]
 	}
 	return len(p), nil
+}
+
+// rewrite rebuilds size[4] type[1] tag[2] fid[4] afid[4] uname[s]
+// aname[s] n_uname[4] with this connection's user.
+func (a *attachAs) rewrite(msg []byte) []byte {
+	body := msg[7:]
+	if len(body) < 10 {
+		return msg
+	}
+	fids := body[:8]
+	rest := body[8:]
+	n := int(binary.LittleEndian.Uint16(rest))
+	if len(rest) < 2+n+2 {
+		return msg
+	}
+	rest = rest[2+n:] // past the old uname
+	m := int(binary.LittleEndian.Uint16(rest))
+	if len(rest) < 2+m {
+		return msg
+	}
+	aname := rest[:2+m]
+	out := append([]byte{}, msg[:7]...)
+	out = append(out, fids...)
+	out = binary.LittleEndian.AppendUint16(out, uint16(len(a.uname)))
+	out = append(out, a.uname...)
+	out = append(out, aname...)
+	out = binary.LittleEndian.AppendUint32(out, a.nuname)
+	binary.LittleEndian.PutUint32(out, uint32(len(out)))
+	return out
 }
