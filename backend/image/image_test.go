@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
@@ -472,5 +474,94 @@ func TestImageRepullFailureKeepsCache(t *testing.T) {
 	}
 	if got.Status != Ready || got.Digest != first.Digest || got.Err == "" {
 		t.Fatalf("after a failed re-pull: status %s digest %s (want %s) err %q", got.Status, got.Digest, first.Digest, got.Err)
+	}
+}
+
+// A layer whose sparse file declares 1 TiB is refused (EFBIG) as soon as
+// its header is read: nothing of it is written, in memory or on disk, and
+// nothing half made stays.
+func TestImageSparseBomb(t *testing.T) {
+	needRoot(t)
+	host := testimage.Serve(t, nil)
+	base, err := testimage.Base()
+	if err != nil {
+		t.Skip(err)
+	}
+	img, err := testimage.Image(v1.Config{Cmd: []string{"true"}}, base, testimage.SparseLayer("big", 1<<40))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := host + "/bomb/app:v1"
+	testimage.Push(t, ref, img)
+	s := newStore(t)
+	s.opt.MaxBytes = 256 << 20
+	_, err = s.Pull(context.Background(), ref, 0)
+	if errno.Of(err) != syscall.EFBIG || !strings.Contains(err.Error(), "1024.0 GiB") || !strings.Contains(err.Error(), "--image-max-bytes") {
+		t.Fatalf("pull of a sparse bomb: %v (errno %v), want EFBIG naming the size and the flag", err, errno.Of(err))
+	}
+	if e, _ := s.Lookup(ref); e.Status != Failed || !strings.Contains(e.Err, "sparse") {
+		t.Errorf("entry: %+v", e)
+	}
+	nothingHalfMade(t, s)
+	// The default limit is at most half of what the disk has free.
+	s.opt.MaxBytes = 0
+	var st unix.Statfs_t
+	unix.Statfs(s.opt.Dir, &st)
+	if got, free := s.maxBytes(), int64(st.Bavail)*int64(st.Bsize); got > free/2+1<<20 || got > DefaultMaxBytes {
+		t.Errorf("default limit %d with %d free", got, free)
+	}
+}
+
+// At most MaxPulls pulls fetch at once; the others wait their turn and
+// then succeed.
+func TestImageMaxPulls(t *testing.T) {
+	needRoot(t)
+	var inFlight, most atomic.Int32
+	host := testimage.Serve(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/manifests/") && r.Method == http.MethodGet && r.Header.Get("X-Test-Push") == "" {
+				n := inFlight.Add(1)
+				for {
+					m := most.Load()
+					if n <= m || most.CompareAndSwap(m, n) {
+						break
+					}
+				}
+				defer inFlight.Add(-1)
+				time.Sleep(200 * time.Millisecond)
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	base, err := testimage.Base()
+	if err != nil {
+		t.Skip(err)
+	}
+	img, err := testimage.Image(v1.Config{Cmd: []string{"true"}}, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k < 6; k++ {
+		testimage.Push(t, fmt.Sprintf("%s/many/app:%d", host, k), img)
+	}
+	most.Store(0)
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: filepath.Join(dir, "images"), MaxPulls: 2, InstanceDir: func(n string) string { return filepath.Join(dir, "inst", n) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for k := 0; k < 6; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Pull(context.Background(), fmt.Sprintf("%s/many/app:%d", host, k), 0); err != nil {
+				t.Errorf("pull %d: %v", k, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if m := most.Load(); m > 2 || m == 0 {
+		t.Errorf("%d pulls fetched their manifests at once; at most 2 may", m)
 	}
 }
