@@ -209,7 +209,7 @@ func (p *pullJob) flatten(scratch *cleanup.Stack) error {
 			continue
 		}
 		err = p.applyLayers(tree, dir != work)
-		if errors.Is(err, syscall.ENOSPC) && dir != work {
+		if (errors.Is(err, syscall.ENOSPC) || errors.Is(err, errNoMemoryRoom)) && dir != work {
 			os.RemoveAll(filepath.Dir(tree)) // give the memory back at once
 			p.s.update(p.key, func(e *Entry) { e.Done = 0 })
 			noRoom = err
@@ -245,9 +245,7 @@ func (p *pullJob) applyLayers(tree string, inMemory bool) error {
 	p.fl.limit, p.fl.over = p.max, p.tooBig
 	if free, ok := tmpfsFree(shmDir); inMemory && ok && free/2 < p.max {
 		p.fl.limit = free / 2
-		p.fl.over = func(int64, *tar.Header) error {
-			return fmt.Errorf("image %s does not fit in memory: %w", p.key, syscall.ENOSPC)
-		}
+		p.fl.over = func(int64, *tar.Header) error { return errNoMemoryRoom }
 	}
 	var done int64
 	for i, l := range p.layers {
@@ -259,6 +257,10 @@ func (p *pullJob) applyLayers(tree string, inMemory bool) error {
 	addMountPoints(tree)
 	return nil
 }
+
+// errNoMemoryRoom: the layers declare more than tmpfs should hold; the
+// pull starts over on disk.
+var errNoMemoryRoom = errors.New("the image does not fit in memory")
 
 // tooBig refuses an image whose layers declare more than the limit.
 func (p *pullJob) tooBig(declared int64, hdr *tar.Header) error {
