@@ -47,7 +47,7 @@ func TestBadInput(t *testing.T) {
 		{"memory words", func() error { return write(d.Inst("idle", "config"), `{"memory":"lots"}`) }, syscall.EINVAL, "idle", `"memory"`},
 		{"accel bogus", func() error { return write(d.Inst("idle", "config"), `{"accel":"warp"}`) }, syscall.EINVAL, "idle", `"accel"`},
 		{"env type", func() error { return write(d.Inst("idle", "config"), `{"env":["A=1"]}`) }, syscall.EINVAL, "idle", `"env"`},
-		{"disk beyond the free space", func() error { return write(d.Inst("idle", "config"), `{"disk":"1000000G"}`) }, syscall.ENOSPC, "idle", "free space"},
+		{"disk beyond the free space", func() error { return write(d.Inst("idle", "config"), `{"image":"busybox","disk":"1000000G"}`) }, syscall.ENOSPC, "idle", "free space"},
 		{"disk that overflows", func() error { return write(d.Inst("idle", "config"), `{"disk":"99999999999999999999G"}`) }, syscall.EINVAL, "idle", `"disk"`},
 		{"disk of negative size", func() error { return write(d.Inst("idle", "config"), `{"disk":"-1G"}`) }, syscall.EINVAL, "idle", `"disk"`},
 		{"config while running", func() error { return write(d.Inst("vm", "config"), `{}`) }, syscall.EBUSY, "vm", "running"},

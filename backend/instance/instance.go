@@ -229,8 +229,10 @@ func (i *Instance) SetConfig(raw []byte) error {
 		}
 		return err
 	}
-	if refusal := i.m.limits.checkDisk(c.Disk); refusal != nil {
-		return i.fail(refusal)
+	if c.Image != "" { // only an image's instance has a writable disk
+		if refusal := i.m.limits.checkDisk(c.Disk); refusal != nil {
+			return i.fail(refusal)
+		}
 	}
 	i.mu.Lock()
 	st, booting, gone := i.rec.State, i.boot != nil, i.deleted

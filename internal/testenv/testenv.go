@@ -134,7 +134,8 @@ func NewDaemon(t TB) *Daemon {
 }
 
 // NewDaemonWith is NewDaemon with extra flags for `hypefs mount`, such as
-// "--9p", "unix:"+path.
+// "--9p", "unix:"+path; "{run}" and "{dir}" in them stand for the run
+// directory and the daemon's directory.
 func NewDaemonWith(t TB, args ...string) *Daemon {
 	t.Helper()
 	Require(t)
@@ -159,7 +160,12 @@ func (d *Daemon) Start() {
 	defer logf.Close()
 	// Networking is off unless d.args turn it on (the last flag wins):
 	// tests never make bridges or NAT rules in the host's namespace.
-	args := append([]string{"mount", "--data", d.Data, "--run", d.Run, "--kernels", d.Kernels, "--network", "off"}, d.args...)
+	args := []string{"mount", "--data", d.Data, "--run", d.Run, "--kernels", d.Kernels, "--network", "off"}
+	for _, a := range d.args {
+		// {run} and {dir} stand for the daemon's run directory and the
+		// directory that holds it all (a 9P socket inside the run root).
+		args = append(args, strings.NewReplacer("{run}", d.Run, "{dir}", d.Dir).Replace(a))
+	}
 	cmd := exec.Command(filepath.Join(Bins(d.t), "hypefs"), append(args, d.Mnt)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), d.extraEnv...)
