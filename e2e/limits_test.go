@@ -186,6 +186,43 @@ func TestConsoleFlood(t *testing.T) {
 	}
 	write(t, d.Inst("flood", "console"), "echo after-$((6*7))\n")
 	d.WaitLog("flood", "after-42", 1, 30*time.Second)
+
+	// A guest that stops reading its console (paused: its serial port
+	// takes nothing): typing into it fails after a few seconds with EIO
+	// and a sentence, and meanwhile the daemon answers at once.
+	write(t, d.Inst("flood", "ctl"), "pause")
+	typed := make(chan string, 1)
+	go func() {
+		typed <- testenv.Errno(testenv.Shell("head -c 4M /dev/zero | tr '\\0' x > " + d.Inst("flood", "console")))
+	}()
+	for k := 0; k < 5; k++ {
+		t0 := time.Now()
+		if st := d.Status("flood"); st != "paused" {
+			t.Errorf("status while typing into a paused guest: %q", st)
+		}
+		if dt := time.Since(t0); dt > time.Second {
+			t.Errorf("reading status took %v while the console was blocked", dt)
+		}
+		time.Sleep(time.Second)
+	}
+	select {
+	case e := <-typed:
+		if e != "EIO" {
+			t.Errorf("typing into a guest that does not read: %q, want EIO", e)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("typing into a guest that does not read still blocks after 60 s")
+	}
+	if msg := d.Read(d.Inst("flood", "error")); !strings.Contains(msg, "stopped reading its console") {
+		t.Errorf("error after the blocked typing: %q", msg)
+	}
+	// Resumed, the guest takes what was typed (its shell echoes a long
+	// line of x) and runs on.
+	write(t, d.Inst("flood", "ctl"), "resume")
+	d.WaitLog("flood", strings.Repeat("x", 80), 1, 30*time.Second)
+	if st := d.Status("flood"); st != "running" {
+		t.Errorf("status after resume: %q", st)
+	}
 }
 
 // The host's disk fills under a guest: QEMU stops the VM on the failed
