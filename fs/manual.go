@@ -23,7 +23,12 @@ entrypoint, cmd (arrays), env (object), workdir, network (bool), accel (auto kvm
 hypervisor (auto qemu vz). Unknown keys and bad values are refused with EINVAL, and the
 instance's error file says which key and why.
 
+Who may: root and the members of the daemon's group. An instance is its maker's: only
+they and root may write its config, ctl and console, read its config, console and logs, or
+remove it; other members may list it and read its status, info, error, exit and events.
+
 Files: /version, /host (cpus, memory, accel and why, bridge and subnet). Watch
 instances/NAME/status with inotify (attrib) to learn of state changes. The same tree is
-served over 9P with hypefs mount --9p ADDR. See docs/filesystem.md in the source.
+served over 9P with hypefs mount --9p ADDR. See docs/filesystem.md and docs/security.md in
+the source.
 `
