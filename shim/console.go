@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -21,6 +22,9 @@ type console struct {
 	log     *os.File
 	onReady func()
 	onExit  func(code int) // the guest program's exit status line
+	// onAddress receives the address of an AddressMarker line; set before
+	// the first Write.
+	onAddress func(netip.Prefix)
 
 	line    []byte      // the console's current, unfinished line (bounded)
 	queries queryFilter // drops terminal queries (Write's goroutine only)
@@ -72,7 +76,7 @@ func (c *console) Write(p []byte) (int, error) {
 			c.tail = append(c.tail[:0], hay...)
 		}
 	}
-	code, exited := c.scanLines(p)
+	code, exited, addr := c.scanLines(p)
 	for cl := range c.clients {
 		select {
 		case cl.ch <- buf:
@@ -88,6 +92,9 @@ func (c *console) Write(p []byte) (int, error) {
 	if exited && c.onExit != nil {
 		c.onExit(code)
 	}
+	if addr.IsValid() && c.onAddress != nil {
+		c.onAddress(addr)
+	}
 	return n, nil
 }
 
@@ -95,11 +102,17 @@ func (c *console) Write(p []byte) (int, error) {
 // exit status ("hypefs: exit status 3") just before powering off.
 const ExitMarker = "hypefs: exit status "
 
+// AddressMarker starts the line with which hypefs-init announces the
+// guest's IPv4 address ("hypefs: address 192.168.64.5/24 on eth0 ..."),
+// once it has one (static, or from DHCP) and again if a renewal changes it.
+const AddressMarker = "hypefs: address "
+
 // maxLine bounds what scanLines keeps of one console line.
 const maxLine = 256
 
-// scanLines looks for the exit status line. Caller holds c.mu.
-func (c *console) scanLines(p []byte) (code int, found bool) {
+// scanLines looks for the exit status and address lines, and returns the
+// last of each in p. Caller holds c.mu.
+func (c *console) scanLines(p []byte) (code int, found bool, addr netip.Prefix) {
 	for _, b := range p {
 		if b != '\n' {
 			if len(c.line) < maxLine {
@@ -114,8 +127,29 @@ func (c *console) scanLines(p []byte) (code int, found bool) {
 				code, found = n, true
 			}
 		}
+		if a, ok := parseAddressLine(l); ok {
+			addr = a
+		}
 	}
-	return code, found
+	return code, found, addr
+}
+
+// parseAddressLine reads the address of an AddressMarker line: an IPv4
+// prefix as its first field.
+func parseAddressLine(l string) (netip.Prefix, bool) {
+	rest, ok := strings.CutPrefix(l, AddressMarker)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	f := strings.Fields(rest)
+	if len(f) == 0 {
+		return netip.Prefix{}, false
+	}
+	a, err := netip.ParsePrefix(f[0])
+	if err != nil || !a.Addr().Is4() || a.Addr().IsUnspecified() {
+		return netip.Prefix{}, false
+	}
+	return a, true
 }
 
 // rearm makes the console look for the ready marker again (after a reboot).

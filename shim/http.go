@@ -19,7 +19,8 @@ import (
 var Version = "hypefs-shim-dev"
 
 // routes is the one table of the API. Methods and status codes follow
-// Cloud Hypervisor: 204 done, 404 no VM, 405 wrong state, 500 failure.
+// Cloud Hypervisor: 204 done, 404 no VM, 405 wrong state, 500 failure;
+// and 501 for what the engine cannot do at all (vm.snapshot on vz).
 func (s *Shim) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathPing, func(w http.ResponseWriter, r *http.Request) {
@@ -93,13 +94,24 @@ func (s *Shim) answer(w http.ResponseWriter, err error) {
 	case errors.Is(err, errState):
 		writeError(w, http.StatusMethodNotAllowed, err)
 	case errors.Is(err, engine.ErrUnsupported):
-		writeError(w, http.StatusMethodNotAllowed, err)
+		writeError(w, http.StatusNotImplemented, err)
 	default:
 		writeError(w, http.StatusInternalServerError, err)
 	}
 }
 
+// snapshotRefuser is implemented by machines that cannot snapshot at all
+// (vz): vm.snapshot then answers that, whatever the VM's state.
+type snapshotRefuser interface {
+	SnapshotSupported() error
+}
+
 func (s *Shim) snapshot(ctx context.Context, dest string) error {
+	if sr, ok := s.m.(snapshotRefuser); ok {
+		if err := sr.SnapshotSupported(); err != nil {
+			return err
+		}
+	}
 	u, err := url.Parse(dest)
 	if err != nil || u.Scheme != "file" || u.Path == "" {
 		return fmt.Errorf("%w: destination_url must be file:///directory", errState)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -50,7 +51,8 @@ type Shim struct {
 	state   string
 	before  string // state to go back to on resume
 	ready   *time.Time
-	gexit   *int // the guest program's exit status, from the console
+	gexit   *int   // the guest program's exit status, from the console
+	address string // the guest's address/prefix, from the console
 	exit    *ExitRecord
 	detail  string // why the VM is ending, set by graceful stop
 	subs    map[chan api.Event]struct{}
@@ -77,6 +79,7 @@ func Start(ctx context.Context, cfg *Config, eng engine.Engine, log *slog.Logger
 	if s.console, err = newConsole(cfg.LogPath, s.guestReady, s.guestExited); err != nil {
 		return nil, fmt.Errorf("open console log: %w", err)
 	}
+	s.console.onAddress = s.guestAddress
 	if s.apiL, err = listenUnix(cfg.APISocket); err != nil {
 		return nil, err
 	}
@@ -117,7 +120,9 @@ func Start(ctx context.Context, cfg *Config, eng engine.Engine, log *slog.Logger
 			s.closeSockets()
 			return nil, err
 		}
-		s.vsock = &vsockproxy.Server{Dial: vd.DialVsock}
+		s.vsock = &vsockproxy.Server{Dial: vd.DialVsock, Logf: func(format string, args ...any) {
+			log.Info(fmt.Sprintf(format, args...))
+		}}
 		go s.vsock.Serve(l)
 	}
 	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
@@ -198,6 +203,18 @@ func (s *Shim) guestExited(code int) {
 	s.mu.Unlock()
 }
 
+// guestAddress records the address the guest's init announced. A new
+// address is an event of its own, in the current state.
+func (s *Shim) guestAddress(a netip.Prefix) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a.String() == s.address || s.exit != nil {
+		return
+	}
+	s.address = a.String()
+	s.setStateLocked(s.state, "guest address "+s.address)
+}
+
 func (s *Shim) guestReady() {
 	now := time.Now().UTC()
 	s.mu.Lock()
@@ -246,7 +263,7 @@ func (s *Shim) setStateLocked(state, detail string) {
 	s.state = state
 	s.why = detail
 	s.seq++
-	ev := api.Event{Time: time.Now().UTC(), State: state, Detail: detail, Seq: s.seq}
+	ev := api.Event{Time: time.Now().UTC(), State: state, Detail: detail, Seq: s.seq, Address: s.address}
 	for ch := range s.subs {
 		select {
 		case ch <- ev:
@@ -396,6 +413,7 @@ func (s *Shim) status() api.Status {
 	st := api.Status{
 		State: s.state, Hypervisor: s.eng.Name(), Accel: s.cfg.Engine.Accel, ShimPID: os.Getpid(),
 		HypervisorPID: s.m.PID(), BootID: s.bootID, Started: s.started, Ready: s.ready, Seq: s.seq,
+		Address: s.address,
 	}
 	if s.exit != nil {
 		ex := s.exit.Exit
@@ -408,7 +426,7 @@ func (s *Shim) subscribe() (chan api.Event, api.Event) {
 	ch := make(chan api.Event, 64)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	first := api.Event{Time: time.Now().UTC(), State: s.state, Seq: s.seq}
+	first := api.Event{Time: time.Now().UTC(), State: s.state, Seq: s.seq, Address: s.address}
 	if s.exit == nil {
 		s.subs[ch] = struct{}{}
 	} else {

@@ -164,6 +164,7 @@ type testVM struct {
 	console net.Conn
 	out     lockedBuffer
 	exited  chan error
+	start   time.Time
 	ready   time.Duration // from QEMU's start to the ready line
 }
 
@@ -187,10 +188,25 @@ func startVM(t *testing.T, b *Boot) *testVM {
 	)
 }
 
-// launchVM runs qemu with args plus a QMP socket and the serial console
-// on a unix socket the test listens on before QEMU starts, and waits up
-// to ready for the guest's ready line and shell prompt.
+// serialConsole puts the console (chardev c0) on the machine's UART.
+var serialConsole = []string{"-serial", "chardev:c0"}
+
+// launchVM runs qemu with args plus a QMP socket and the console on a
+// unix socket the test listens on before QEMU starts (chardev c0, which
+// console attaches to the guest), and waits up to ready for the guest's
+// ready line and shell prompt.
 func launchVM(t *testing.T, qemu string, ready time.Duration, args ...string) *testVM {
+	t.Helper()
+	vm := startQEMU(t, qemu, serialConsole, args...)
+	vm.waitReady(t, ready)
+	vm.waitFor(t, "hypefs:~# ", 10*time.Second)
+	return vm
+}
+
+// startQEMU runs qemu with args, a QMP socket and the console on a unix
+// socket (chardev c0) attached as console says, and copies the console's
+// output into vm.out. It does not wait for the guest.
+func startQEMU(t *testing.T, qemu string, console []string, args ...string) *testVM {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "g") // short: sun_path is 108 bytes
 	if err != nil {
@@ -202,30 +218,29 @@ func launchVM(t *testing.T, qemu string, ready time.Duration, args ...string) *t
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	vm := &testVM{dir: dir, exited: make(chan error, 1)}
-	vm.cmd = exec.Command(qemu, append(args,
+	vm := &testVM{dir: dir, exited: make(chan error, 1), start: time.Now()}
+	args = append(args,
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-qmp", "unix:"+filepath.Join(dir, "qmp.sock")+",server=on,wait=off",
-		"-chardev", "socket,id=c0,path="+filepath.Join(dir, "serial.sock"),
-		"-serial", "chardev:c0",
-	)...)
+		"-chardev", "socket,id=c0,path="+filepath.Join(dir, "serial.sock"))
+	vm.cmd = exec.Command(qemu, append(args, console...)...)
 	var stderr lockedBuffer
 	vm.cmd.Stderr = &stderr
-	start := time.Now()
 	if err := vm.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { vm.exited <- vm.cmd.Wait() }()
 	t.Cleanup(func() {
 		vm.cmd.Process.Kill()
-		<-vm.exited
+		err := <-vm.exited
+		vm.exited <- err
 		if t.Failed() {
 			t.Logf("console:\n%s\nqemu stderr:\n%s", vm.out.String(), stderr.String())
 		}
 	})
 	ln.(*net.UnixListener).SetDeadline(time.Now().Add(10 * time.Second))
 	if vm.console, err = ln.Accept(); err != nil {
-		t.Fatalf("serial console: %v (qemu: %s)", err, stderr.String())
+		t.Fatalf("console: %v (qemu: %s)", err, stderr.String())
 	}
 	t.Cleanup(func() { vm.console.Close() })
 	go func() {
@@ -238,11 +253,15 @@ func launchVM(t *testing.T, qemu string, ready time.Duration, args ...string) *t
 			}
 		}
 	}()
-	vm.waitFor(t, "hypefs: guest ready", ready)
-	vm.ready = time.Since(start)
-	t.Logf("boot to ready: %.2fs", vm.ready.Seconds())
-	vm.waitFor(t, "hypefs:~# ", 10*time.Second)
 	return vm
+}
+
+// waitReady waits for the init's ready line and records when it came.
+func (vm *testVM) waitReady(t *testing.T, d time.Duration) {
+	t.Helper()
+	vm.waitFor(t, "hypefs: guest ready", d)
+	vm.ready = time.Since(vm.start)
+	t.Logf("boot to ready: %.2fs", vm.ready.Seconds())
 }
 
 func (vm *testVM) send(t *testing.T, s string) {

@@ -421,7 +421,8 @@ type Info struct {
 	APISocket     string           `json:"api_socket,omitempty"`
 	VsockSocket   string           `json:"vsock_socket,omitempty"`
 	Error         string           `json:"error,omitempty"`
-	// From the parts: networking and the image.
+	// From the parts: networking and the image. IP is the address the
+	// host gave the guest, or else the one the guest announced (DHCP).
 	IP     string `json:"ip,omitempty"`
 	MAC    string `json:"mac,omitempty"`
 	Tap    string `json:"tap,omitempty"`
@@ -436,6 +437,11 @@ func (i *Instance) Info() Info {
 	in := Info{Name: i.name, State: i.rec.State, Created: i.rec.Created, Started: i.rec.Started, Exit: i.rec.Exit, Error: i.rec.Error}
 	f := i.rec.Facts
 	in.IP, in.MAC, in.Tap, in.Image, in.Digest = f["ip"], f["mac"], f["tap"], f["image"], f["digest"]
+	if in.IP == "" {
+		// No address from the host (vz's NAT hands them out by DHCP):
+		// the one the guest announced.
+		in.IP = f[factGuestIP]
+	}
 	if i.cur != nil {
 		r := i.cur.rec
 		in.Accel, in.Hypervisor, in.ShimPID, in.HypervisorPID = r.Accel, r.Hypervisor, r.ShimPID, r.HypervisorPID

@@ -2,6 +2,7 @@ package instance
 
 import (
 	"context"
+	"net/netip"
 
 	"hypefs/shim/engine"
 )
@@ -36,4 +37,11 @@ type Part interface {
 // which instances still have a live VM, once they are all loaded.
 type Reconciler interface {
 	Reconcile(live map[string]bool)
+}
+
+// AddressWatcher is a Part that wants the address a guest announced for
+// itself (hypefs-init's address line, e.g. after DHCP on vz's NAT). It is
+// called outside the instance's lock, once per new address.
+type AddressWatcher interface {
+	GuestAddress(inst string, addr netip.Prefix)
 }

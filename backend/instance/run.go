@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"time"
 
@@ -139,6 +140,7 @@ func (i *Instance) apply(r *run, ev api.Event) {
 	r.events++
 	close(r.applied)
 	r.applied = make(chan struct{})
+	addr := i.guestAddressLocked(ev.Address)
 	changed := false
 	switch ev.State {
 	case api.Stopped, api.Crashed:
@@ -155,7 +157,33 @@ func (i *Instance) apply(r *run, ev api.Event) {
 	if changed {
 		i.m.changed(i.name, ev.State, ev.Detail)
 	}
+	if addr.IsValid() {
+		for _, p := range i.m.parts {
+			if w, ok := p.(AddressWatcher); ok {
+				w.GuestAddress(i.name, addr)
+			}
+		}
+	}
 }
+
+// guestAddressLocked keeps the address the guest announced (shown as
+// info's ip where the host assigned none) and returns it when it is new.
+// Caller holds i.mu.
+func (i *Instance) guestAddressLocked(s string) netip.Prefix {
+	a, err := netip.ParsePrefix(s)
+	if err != nil || i.rec.Facts[factGuestIP] == a.Addr().String() {
+		return netip.Prefix{}
+	}
+	if i.rec.Facts == nil {
+		i.rec.Facts = map[string]string{}
+	}
+	i.rec.Facts[factGuestIP] = a.Addr().String()
+	i.saveLocked()
+	return a
+}
+
+// factGuestIP is the fact under which the guest's own address is kept.
+const factGuestIP = "guest_ip"
 
 // settle records how a run's VM ended: from the shim's exit record, or,
 // when there is none, as a crash of the shim itself. It then cleans up

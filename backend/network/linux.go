@@ -19,6 +19,14 @@ import (
 	"hypefs/shim/engine"
 )
 
+// HostFacts are /host's lines about networking.
+func (n *Network) HostFacts() []byte {
+	if !n.Enabled() {
+		return []byte("network off\n")
+	}
+	return fmt.Appendf(nil, "network on\nbridge %s\nsubnet %s\ngateway %s\n", n.opts.Bridge, n.opts.Subnet, Gateway(n.opts.Subnet))
+}
+
 // Available says why this process cannot run guest networking (nil when
 // it can): it needs CAP_NET_ADMIN and /dev/net/tun.
 func Available() error {

@@ -50,6 +50,7 @@ type Network struct {
 	reconciled bool            // Reconcile ran: teardown is safe when active empties
 	up         bool            // bridge, address and NAT are in place
 	lastSetup  time.Duration
+	guestNet   guestSubnet // the NAT subnet as guests report it (vz)
 }
 
 var (
@@ -85,14 +86,6 @@ func New(opts Options) (*Network, error) {
 
 // Enabled reports whether guests can have a network in this daemon.
 func (n *Network) Enabled() bool { return n.opts.Disabled == "" }
-
-// HostFacts are /host's lines about networking.
-func (n *Network) HostFacts() []byte {
-	if !n.Enabled() {
-		return []byte("network off\n")
-	}
-	return fmt.Appendf(nil, "network on\nbridge %s\nsubnet %s\ngateway %s\n", n.opts.Bridge, n.opts.Subnet, Gateway(n.opts.Subnet))
-}
 
 // LastSetup is how long the last Prepare took to set up the TAP (and the
 // bridge and NAT, when it had to).

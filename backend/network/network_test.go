@@ -189,3 +189,17 @@ func TestKernelArgsAndDNS(t *testing.T) {
 		t.Fatalf("no DNS: %q", got)
 	}
 }
+
+// Where the hypervisor's NAT hands out addresses (vz), /host shows the
+// subnet the last guest's DHCP lease names.
+func TestGuestSubnetHostFacts(t *testing.T) {
+	var g guestSubnet
+	if got := string(g.hostFacts()); got != "network on\nnat hypervisor (vz)\nsubnet unknown until a guest reports its DHCP lease\n" {
+		t.Fatalf("before any lease: %q", got)
+	}
+	g.set("web", netip.MustParsePrefix("192.168.64.7/24"))
+	g.set("db", netip.MustParsePrefix("192.168.65.3/24"))
+	if got := string(g.hostFacts()); got != "network on\nnat hypervisor (vz)\nsubnet 192.168.65.0/24 (from the DHCP lease of db)\n" {
+		t.Fatalf("after leases: %q", got)
+	}
+}

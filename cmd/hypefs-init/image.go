@@ -301,6 +301,9 @@ func lookupUser(root, spec string) (*syscall.Credential, string, error) {
 			break
 		}
 	}
+	if uid < 0 && user == "root" {
+		user = "0" // no USER, or USER root, in an image without /etc/passwd (FROM scratch): uid 0, as Docker runs it
+	}
 	if uid < 0 {
 		n, err := strconv.Atoi(user)
 		if err != nil {

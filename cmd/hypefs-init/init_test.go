@@ -90,4 +90,12 @@ func TestLookupUser(t *testing.T) {
 	if _, _, err := lookupUser(root, "nobody"); err == nil {
 		t.Error("unknown user accepted")
 	}
+	// An image without /etc/passwd (FROM scratch) runs as root, uid 0.
+	scratch := t.TempDir()
+	for _, spec := range []string{"", "root", "0"} {
+		c, home, err := lookupUser(scratch, spec)
+		if err != nil || c.Uid != 0 || c.Gid != 0 || home != "/root" {
+			t.Errorf("lookupUser(scratch, %q) = %+v, %q, %v", spec, c, home, err)
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,24 +20,48 @@ import (
 // netConfig is the guest's network as the host set it on the kernel
 // command line (docs/network.md):
 //
-//	hypefs.ip=ADDR/BITS   address of the first NIC
-//	hypefs.gw=ADDR        default route
-//	hypefs.dns=A[,B...]   name servers for /etc/resolv.conf
+//	hypefs.ip=ADDR/BITS   address of the first NIC (the Linux bridge)
+//	hypefs.ip=dhcp        ask DHCP for one; also what no hypefs.ip means
+//	hypefs.ip=off         leave the NIC unconfigured
+//	hypefs.gw=ADDR        default route (with a static address)
+//	hypefs.dns=A[,B...]   name servers for /etc/resolv.conf (likewise)
 type netConfig struct {
+	mode netMode
 	addr netip.Prefix
 	gw   netip.Addr
 	dns  []netip.Addr
 }
 
-// parseNetCmdline reads the network parameters; ok is false when the
-// host gave the guest no network (no valid hypefs.ip).
-func parseNetCmdline(cmdline string) (c netConfig, ok bool) {
+type netMode int
+
+const (
+	netDHCP   netMode = iota // no address from the host: DHCP, if there is a NIC
+	netStatic                // hypefs.ip=ADDR/BITS
+	netOff                   // hypefs.ip=off
+)
+
+// parseNetCmdline reads the network parameters. A hypefs.ip that is
+// neither an IPv4 prefix nor dhcp/off is an error: the NIC is then left
+// alone rather than configured some other way than the host meant.
+func parseNetCmdline(cmdline string) (netConfig, error) {
+	var c netConfig
+	var err error
 	for _, f := range strings.Fields(cmdline) {
 		k, v, _ := strings.Cut(f, "=")
 		switch k {
 		case "hypefs.ip":
-			if p, err := netip.ParsePrefix(v); err == nil && p.Addr().Is4() {
-				c.addr = p
+			switch v {
+			case "dhcp":
+				c.mode, err = netDHCP, nil
+			case "off", "none":
+				c.mode, err = netOff, nil
+			default:
+				p, perr := netip.ParsePrefix(v)
+				if perr != nil || !p.Addr().Is4() {
+					c.mode, err = netOff, fmt.Errorf("hypefs.ip=%s is not an IPv4 ADDR/BITS, dhcp or off; the NIC is left unconfigured", v)
+					continue
+				}
+				c.mode, c.addr, err = netStatic, p, nil
 			}
 		case "hypefs.gw":
 			if a, err := netip.ParseAddr(v); err == nil && a.Is4() {
@@ -50,22 +75,36 @@ func parseNetCmdline(cmdline string) (c netConfig, ok bool) {
 			}
 		}
 	}
-	return c, c.addr.IsValid()
+	return c, err
 }
 
-// resolvConf is /etc/resolv.conf for the name servers.
-func resolvConf(dns []netip.Addr) []byte {
+// resolvConf is /etc/resolv.conf for the name servers and search domain.
+func resolvConf(dns []netip.Addr, search string) []byte {
 	var b strings.Builder
+	if search != "" {
+		fmt.Fprintf(&b, "search %s\n", search)
+	}
 	for _, a := range dns {
 		fmt.Fprintf(&b, "nameserver %s\n", a)
 	}
 	return []byte(b.String())
 }
 
-// setupNetwork brings lo up and, when the command line carries a
-// network, configures the first NIC with ioctls and one rtnetlink
-// message (no DHCP, no tools).
-func setupNetwork(cmdline string) error {
+// addressLine announces the guest's address on the console; the shim
+// reads it (shim.AddressMarker) into hypefs.status, so info can show the
+// address of a guest whose host assigned none. Keep it stable.
+func addressLine(nic string, addr netip.Prefix, gw netip.Addr, how string) string {
+	if gw.IsValid() {
+		return fmt.Sprintf("hypefs: address %s on %s via %s (%s)", addr, nic, gw, how)
+	}
+	return fmt.Sprintf("hypefs: address %s on %s (%s)", addr, nic, how)
+}
+
+// setupNetwork brings lo up and configures the first NIC: with the
+// address the host put on the command line (the Linux bridge), or else by
+// DHCP when the machine has a NIC (vz's NAT, whose addresses only its
+// DHCP server knows).
+func setupNetwork(cmdline, hostname string) error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("network socket: %w", err)
@@ -74,31 +113,35 @@ func setupNetwork(cmdline string) error {
 	if err := linkUp(fd, "lo"); err != nil {
 		return err
 	}
-	c, ok := parseNetCmdline(cmdline)
-	if !ok {
-		return nil
-	}
-	nic, err := waitNIC(2 * time.Second)
+	c, err := parseNetCmdline(cmdline)
 	if err != nil {
 		return err
 	}
-	ifr, err := unix.NewIfreq(nic)
-	if err != nil {
-		return err
+	switch c.mode {
+	case netStatic:
+		nic, err := waitNIC(2 * time.Second)
+		if err != nil {
+			return err
+		}
+		return setupStatic(fd, nic, c)
+	case netDHCP:
+		wait := time.Duration(0)
+		if hasVirtioNIC() {
+			wait = 2 * time.Second
+		}
+		nic, err := waitNIC(wait)
+		if err != nil {
+			return nil // no NIC: nothing to ask DHCP for
+		}
+		return runDHCP(nic, hostname, dhcpWait)
 	}
-	if err := ifr.SetInet4Addr(c.addr.Addr().AsSlice()); err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFADDR, ifr); err != nil {
-		return fmt.Errorf("set address %s on %s: %w", c.addr, nic, err)
-	}
-	m := ^uint32(0) << (32 - c.addr.Bits())
-	ifr, _ = unix.NewIfreq(nic)
-	ifr.SetInet4Addr([]byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)})
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFNETMASK, ifr); err != nil {
-		return fmt.Errorf("set netmask of %s: %w", nic, err)
-	}
-	if err := linkUp(fd, nic); err != nil {
+	return nil
+}
+
+// setupStatic configures nic with ioctls and one rtnetlink message (no
+// DHCP, no tools).
+func setupStatic(fd int, nic string, c netConfig) error {
+	if err := setAddress(fd, nic, c.addr); err != nil {
 		return err
 	}
 	// Tell the bridge who we are at once: a host that tried to reach this
@@ -109,17 +152,58 @@ func setupNetwork(cmdline string) error {
 		fmt.Printf("hypefs: network: gratuitous ARP: %v\n", err)
 	}
 	if c.gw.IsValid() {
-		if err := addDefaultRoute(c.gw); err != nil {
+		if err := addDefaultRoute(c.gw, false); err != nil {
 			return fmt.Errorf("default route via %s: %w", c.gw, err)
 		}
 	}
 	if len(c.dns) > 0 {
-		os.MkdirAll("/etc", 0o755)
-		if err := os.WriteFile("/etc/resolv.conf", resolvConf(c.dns), 0o644); err != nil {
-			return fmt.Errorf("write /etc/resolv.conf: %w", err)
+		if err := writeResolvConf(c.dns, ""); err != nil {
+			return err
 		}
 	}
+	fmt.Println(addressLine(nic, c.addr, c.gw, "static"))
 	return nil
+}
+
+// setAddress gives nic the address and netmask of addr and brings it up.
+func setAddress(fd int, nic string, addr netip.Prefix) error {
+	ifr, err := unix.NewIfreq(nic)
+	if err != nil {
+		return err
+	}
+	if err := ifr.SetInet4Addr(addr.Addr().AsSlice()); err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFADDR, ifr); err != nil {
+		return fmt.Errorf("set address %s on %s: %w", addr, nic, err)
+	}
+	m := ^uint32(0) << (32 - addr.Bits())
+	ifr, _ = unix.NewIfreq(nic)
+	ifr.SetInet4Addr([]byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)})
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFNETMASK, ifr); err != nil {
+		return fmt.Errorf("set netmask of %s: %w", nic, err)
+	}
+	return linkUp(fd, nic)
+}
+
+func writeResolvConf(dns []netip.Addr, search string) error {
+	os.MkdirAll("/etc", 0o755)
+	if err := os.WriteFile("/etc/resolv.conf", resolvConf(dns, search), 0o644); err != nil {
+		return fmt.Errorf("write /etc/resolv.conf: %w", err)
+	}
+	return nil
+}
+
+// hasVirtioNIC reports whether the machine has a virtio network device
+// (virtio device ID 1), whose interface virtio_net is about to register.
+func hasVirtioNIC() bool {
+	ids, _ := filepath.Glob("/sys/bus/virtio/devices/*/device")
+	for _, p := range ids {
+		if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) == "0x0001" {
+			return true
+		}
+	}
+	return false
 }
 
 // waitNIC returns the first network interface other than lo, waiting for
@@ -161,8 +245,9 @@ func linkUp(fd int, name string) error {
 }
 
 // addDefaultRoute sends RTM_NEWROUTE "default via gw" and waits for the
-// kernel's acknowledgement.
-func addDefaultRoute(gw netip.Addr) error {
+// kernel's acknowledgement. With replace, a default route that exists
+// (an earlier lease's) is replaced instead of refused.
+func addDefaultRoute(gw netip.Addr, replace bool) error {
 	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
@@ -171,7 +256,7 @@ func addDefaultRoute(gw netip.Addr) error {
 	if err := unix.Bind(s, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return err
 	}
-	msg := routeMessage(gw)
+	msg := routeMessage(gw, replace)
 	if err := unix.Sendto(s, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return err
 	}
@@ -184,14 +269,18 @@ func addDefaultRoute(gw netip.Addr) error {
 }
 
 // routeMessage is an RTM_NEWROUTE request for 0.0.0.0/0 via gw.
-func routeMessage(gw netip.Addr) []byte {
+func routeMessage(gw netip.Addr, replace bool) []byte {
 	ne := binary.NativeEndian
 	attrLen := unix.SizeofRtAttr + 4
 	total := unix.SizeofNlMsghdr + unix.SizeofRtMsg + attrLen
 	b := make([]byte, total)
 	ne.PutUint32(b[0:], uint32(total))
 	ne.PutUint16(b[4:], unix.RTM_NEWROUTE)
-	ne.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_EXCL)
+	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_ACK | unix.NLM_F_CREATE | unix.NLM_F_EXCL)
+	if replace {
+		flags = unix.NLM_F_REQUEST | unix.NLM_F_ACK | unix.NLM_F_CREATE | unix.NLM_F_REPLACE
+	}
+	ne.PutUint16(b[6:], flags)
 	ne.PutUint32(b[8:], 1) // sequence
 	r := b[unix.SizeofNlMsghdr:]
 	r[0] = unix.AF_INET // family; dst_len, src_len, tos stay 0

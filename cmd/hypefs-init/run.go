@@ -5,7 +5,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"strings"
 	"syscall"
 )
 
@@ -69,22 +68,4 @@ func startShell() (int, error) {
 	pid := p.Pid
 	p.Release() // the reaper waits for it
 	return pid, nil
-}
-
-// consoleTTY returns the device behind /dev/console (the last console=
-// on the command line, e.g. /dev/ttyS0), or /dev/console if unknown.
-func consoleTTY() string {
-	b, err := os.ReadFile("/sys/class/tty/console/active")
-	if err != nil {
-		return "/dev/console"
-	}
-	fs := strings.Fields(string(b))
-	if len(fs) == 0 {
-		return "/dev/console"
-	}
-	dev := "/dev/" + fs[len(fs)-1]
-	if _, err := os.Stat(dev); err != nil {
-		return "/dev/console"
-	}
-	return dev
 }

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -167,8 +166,9 @@ func mount(args []string) {
 	m.Close()
 }
 
-// unmount tries a clean unmount, and falls back to a lazy one when files
-// are still open or a shell sits inside (EBUSY).
+// unmount tries a clean unmount, and falls back to a lazy (Linux) or
+// forced (macOS) one when files are still open or a shell sits inside
+// (EBUSY).
 func unmount(clean func() error, mnt string, log *slog.Logger) {
 	for k := 0; k < 5; k++ {
 		if err := clean(); err == nil {
@@ -176,8 +176,8 @@ func unmount(clean func() error, mnt string, log *slog.Logger) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if out, err := exec.Command("fusermount3", "-uz", mnt).CombinedOutput(); err != nil {
-		log.Warn("lazy unmount failed", "err", err, "out", string(out))
+	if err := fusefs.ForceUnmount(mnt); err != nil {
+		log.Warn("forced unmount failed", "err", err)
 	}
 }
 

@@ -1,12 +1,11 @@
 package fusefs
 
 import (
-	"errors"
 	"fmt"
 	"log"
 	"os"
 	"os/exec"
-	"syscall"
+	"strings"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -16,8 +15,7 @@ import (
 )
 
 // Mount serves tree at mountpoint and returns the running server. A dead
-// mount left by a crashed daemon ("transport endpoint is not connected")
-// is cleared first.
+// mount left by a crashed daemon is cleared first (ClearStale).
 func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*fuse.Server, error) {
 	if err := ClearStale(mountpoint); err != nil {
 		return nil, err
@@ -48,22 +46,48 @@ func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*fuse.Server, error) 
 	}
 	srv, err := gofs.Mount(mountpoint, root, opts)
 	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w (hint: is /dev/fuse there and fuse3 installed? run \"make deps\")", mountpoint, err)
+		return nil, fmt.Errorf("mount %s: %w (hint: %s)", mountpoint, err, mountHint)
 	}
 	return srv, nil
 }
 
-// ClearStale unmounts a dead FUSE mount at mountpoint, lazily when
-// something still holds it. A healthy mountpoint is left alone.
+// ClearStale unmounts a dead FUSE mount at mountpoint, the one a crashed
+// daemon leaves behind (stat fails with the platform's dead-mount errno:
+// ENOTCONN on Linux, ENXIO with macFUSE). A healthy or absent mountpoint
+// is left alone. The platform's unmount commands are tried in order, the
+// forceful ones last.
 func ClearStale(mountpoint string) error {
 	_, err := os.Stat(mountpoint)
-	if err == nil || !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
+	if err == nil || !deadMount(err) {
 		return nil
 	}
-	if out, err := exec.Command("fusermount3", "-u", mountpoint).CombinedOutput(); err == nil {
-		return nil
-	} else if out2, err2 := exec.Command("fusermount3", "-uz", mountpoint).CombinedOutput(); err2 != nil {
-		return fmt.Errorf("clear stale mount %s: %s / %s", mountpoint, out, out2)
+	return clearDead(mountpoint, staleUnmounts(mountpoint), runTool)
+}
+
+// ForceUnmount detaches the mount at mountpoint even while files on it are
+// open (the end of a daemon whose clean unmount keeps failing).
+func ForceUnmount(mountpoint string) error {
+	return clearDead(mountpoint, forceUnmounts(mountpoint), runTool)
+}
+
+// clearDead runs cmds until one succeeds; when none does, the error names
+// each failure and how to clear the mount by hand.
+func clearDead(mountpoint string, cmds [][]string, run func(name string, args ...string) ([]byte, error)) error {
+	var fails []string
+	for _, c := range cmds {
+		out, err := run(c[0], c[1:]...)
+		if err == nil {
+			return nil
+		}
+		msg := fmt.Sprintf("%s: %v", strings.Join(c, " "), err)
+		if o := strings.TrimSpace(string(out)); o != "" {
+			msg += " (" + o + ")"
+		}
+		fails = append(fails, msg)
 	}
-	return nil
+	return fmt.Errorf("clear the dead mount at %s: %s (hint: %s)", mountpoint, strings.Join(fails, "; "), clearHint(mountpoint))
+}
+
+func runTool(name string, args ...string) ([]byte, error) {
+	return exec.Command(name, args...).CombinedOutput()
 }

@@ -137,6 +137,10 @@ type Status struct {
 	Exit          *engine.Exit `json:"exit,omitempty"`
 	// Seq counts the shim's state changes; see Event.Seq.
 	Seq uint64 `json:"seq"`
+	// Address is the guest's IPv4 address and prefix length
+	// ("192.168.64.5/24") as its init last announced it on the console
+	// (shim.AddressMarker), e.g. after DHCP; empty until it has.
+	Address string `json:"address,omitempty"`
 }
 
 // Event is one line of the hypefs.events stream. The first line carries
@@ -149,6 +153,9 @@ type Event struct {
 	// with the header SeqHeader naming the Seq of the state it led to, so
 	// a client following the events knows when it has seen its effect.
 	Seq uint64 `json:"seq"`
+	// Address is Status.Address at the time of the event. A new address
+	// comes as an event of its own (same state, detail "guest address").
+	Address string `json:"address,omitempty"`
 }
 
 // SeqHeader, StateHeader and DetailHeader carry, on a successful action,

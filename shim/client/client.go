@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	"hypefs/shim/api"
@@ -21,7 +22,18 @@ import (
 var (
 	ErrNoVM       = errors.New("no VM")       // 404
 	ErrWrongState = errors.New("wrong state") // 405, 409
+	// ErrUnsupported (501): the engine cannot do this at all (vm.snapshot
+	// on vz). Such an error also matches syscall.EOPNOTSUPP, the errno the
+	// filesystem answers with.
+	ErrUnsupported = errors.New("not supported")
 )
+
+// unsupportedError is a 501 answer: its text is the shim's sentence, and
+// it matches both ErrUnsupported and syscall.EOPNOTSUPP.
+type unsupportedError struct{ msg string }
+
+func (e *unsupportedError) Error() string   { return e.msg }
+func (e *unsupportedError) Unwrap() []error { return []error{ErrUnsupported, syscall.EOPNOTSUPP} }
 
 // Client is safe for concurrent use.
 type Client struct {
@@ -104,6 +116,8 @@ func (c *Client) doSeq(ctx context.Context, method, path string, body, out any) 
 			return none, fmt.Errorf("%w: %s", ErrNoVM, e.Error)
 		case http.StatusMethodNotAllowed, http.StatusConflict:
 			return none, fmt.Errorf("%w: %s", ErrWrongState, e.Error)
+		case http.StatusNotImplemented:
+			return none, &unsupportedError{e.Error}
 		}
 		return none, fmt.Errorf("shim %s: %s", path, e.Error)
 	}

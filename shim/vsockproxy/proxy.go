@@ -1,10 +1,13 @@
 // Package vsockproxy serves the shim's vsock proxy socket: a client sends
 // "CONNECT <port>\n", the proxy opens a connection to that vsock port of the
 // guest and answers "OK <port>\n", then bytes flow both ways until both
-// directions have closed.
+// directions have closed. A request that fails (malformed, a port nobody
+// listens on, a paused or ending VM) is answered with "ERR <sentence>\n"
+// and closed.
 //
 // The protocol is Cloud Hypervisor's and Firecracker's, so their clients work
-// unchanged. How the guest connection is opened is the caller's business (a
+// unchanged: they take anything but "OK" as a refusal (Cloud Hypervisor and
+// Firecracker themselves just close the connection). How the guest connection is opened is the caller's business (a
 // Dial function): Virtualization.framework hands out one connection per
 // Connect call on macOS; an AF_VSOCK socket or a virtio-serial channel may do
 // it on Linux.
@@ -17,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,8 +115,28 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// survive keeps a panic while serving one client from ending the process:
+// on macOS the VM runs inside the shim, so a crash would take the guest
+// with it. The panic is logged with its stack; handle then closes the
+// client.
+func (s *Server) survive() {
+	if v := recover(); v != nil {
+		s.logf("vsock proxy: panic while serving a client (the client is closed): %v\n%s", v, debug.Stack())
+	}
+}
+
+// refuse answers a failed request with "ERR <sentence>\n", under a
+// deadline of its own so that a client that does not read cannot hold the
+// proxy.
+func refuse(client net.Conn, timeout time.Duration, err error) {
+	client.SetDeadline(time.Now().Add(timeout))
+	msg := strings.Join(strings.Fields(err.Error()), " ") // one line
+	fmt.Fprintf(client, "ERR %s\n", msg)
+}
+
 func (s *Server) handle(client net.Conn) {
 	defer client.Close()
+	defer s.survive()
 	br := bufio.NewReaderSize(client, maxRequestLine)
 	hs := s.HandshakeTimeout
 	if hs <= 0 {
@@ -122,6 +146,9 @@ func (s *Server) handle(client net.Conn) {
 	port, err := readConnect(br)
 	if err != nil {
 		s.logf("vsock proxy: refused client: %v", err)
+		if errors.Is(err, errMalformed) {
+			refuse(client, hs, err)
+		}
 		return
 	}
 
@@ -132,8 +159,12 @@ func (s *Server) handle(client net.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), dt)
 	guest, err := s.Dial(ctx, port)
 	cancel()
+	if err == nil && guest == nil {
+		err = errors.New("the dialer returned no connection")
+	}
 	if err != nil {
 		s.logf("vsock proxy: connect to guest port %d: %v", port, err)
+		refuse(client, hs, fmt.Errorf("connect to guest port %d: %w", port, err))
 		return
 	}
 	if !s.trackConn(guest) {
@@ -163,6 +194,11 @@ func (s *Server) handle(client net.Conn) {
 	pump(client, guest)
 }
 
+// errMalformed marks a complete request line that is not a CONNECT: it is
+// answered with an error line. A client that stalls, closes, or sends an
+// endless line is just closed.
+var errMalformed = errors.New("malformed request")
+
 // readConnect reads and parses "CONNECT <port>\n".
 func readConnect(br *bufio.Reader) (uint32, error) {
 	line, err := br.ReadSlice('\n')
@@ -178,11 +214,11 @@ func readConnect(br *bufio.Reader) (uint32, error) {
 	req := strings.TrimRight(string(line), "\r\n")
 	verb, arg, ok := strings.Cut(req, " ")
 	if !ok || verb != "CONNECT" {
-		return 0, fmt.Errorf("request %q is not \"CONNECT <port>\"", req)
+		return 0, fmt.Errorf("%w: %q is not \"CONNECT <port>\"", errMalformed, req)
 	}
 	port, err := strconv.ParseUint(strings.TrimSpace(arg), 10, 32)
 	if err != nil {
-		return 0, fmt.Errorf("port %q in CONNECT request: not a 32-bit unsigned number", arg)
+		return 0, fmt.Errorf("%w: port %q in CONNECT request: not a 32-bit unsigned number", errMalformed, arg)
 	}
 	return uint32(port), nil
 }

@@ -214,21 +214,36 @@ func TestClientClosesMidHandshake(t *testing.T) {
 	}
 }
 
+// expectRefusal reads the proxy's "ERR ..." line, then EOF.
+func expectRefusal(t *testing.T, c net.Conn, want string) {
+	t.Helper()
+	r := bufio.NewReader(c)
+	line := readLine(t, r)
+	if !strings.HasPrefix(line, "ERR ") || !strings.Contains(line, want) || strings.Count(line, "\n") != 1 {
+		t.Fatalf("answer %q; want an ERR line containing %q", line, want)
+	}
+	expectEOF(t, r)
+}
+
 func TestRefusesBadRequests(t *testing.T) {
 	g := newGuestSide(t)
 	path := startProxy(t, &Server{Dial: g.dial})
-	for _, req := range []string{
-		"HELLO 5\n",
-		"CONNECT\n",
-		"CONNECT x\n",
-		"CONNECT 4294967296\n",
-		"CONNECT -1\n",
-		strings.Repeat("A", 200) + "\n",
+	for req, want := range map[string]string{
+		"HELLO 5\n":              `"HELLO 5" is not "CONNECT <port>"`,
+		"CONNECT\n":              `"CONNECT" is not`,
+		"CONNECT x\n":            `port "x"`,
+		"CONNECT 4294967296\n":   "not a 32-bit unsigned number",
+		"CONNECT -1\r\n":         `port "-1"`,
+		"CONNECT 5\x00\nHELLO\n": "not a 32-bit",
 	} {
 		c := dialProxy(t, path)
 		c.Write([]byte(req))
-		expectEOF(t, c)
+		expectRefusal(t, c, want)
 	}
+	// An endless line is not answered: the proxy stops reading it.
+	c := dialProxy(t, path)
+	c.Write([]byte(strings.Repeat("A", 200) + "\n"))
+	io.ReadAll(c)
 	if n := g.dials.Load(); n != 0 {
 		t.Fatalf("%d dials for bad requests, want 0", n)
 	}
@@ -254,15 +269,46 @@ func TestDialTimeoutAndFailure(t *testing.T) {
 	path := startProxy(t, &Server{Dial: blocking, DialTimeout: 100 * time.Millisecond})
 	c := dialProxy(t, path)
 	c.Write([]byte("CONNECT 5\n"))
-	expectEOF(t, c)
+	expectRefusal(t, c, "connect to guest port 5: context deadline exceeded")
 
 	failing := func(ctx context.Context, port uint32) (net.Conn, error) {
-		return nil, errors.New("connection refused by guest")
+		return nil, errors.New("connection refused by guest\n(second line)")
 	}
 	path = startProxy(t, &Server{Dial: failing})
 	c = dialProxy(t, path)
 	c.Write([]byte("CONNECT 5\n"))
+	expectRefusal(t, c, "connect to guest port 5: connection refused by guest (second line)")
+}
+
+// A dialer that panics costs its client, not the process: the proxy logs
+// it and serves the next client.
+func TestPanicInDialIsSurvived(t *testing.T) {
+	g := newGuestSide(t)
+	var logs atomic.Int32
+	panicky := func(ctx context.Context, port uint32) (net.Conn, error) {
+		if port == 13 {
+			var c *net.UnixConn
+			c.Close() // what Close on a nil connection does
+		}
+		return g.dial(ctx, port)
+	}
+	path := startProxy(t, &Server{Dial: panicky, Logf: func(f string, a ...any) {
+		if strings.Contains(f, "panic") {
+			logs.Add(1)
+		}
+	}})
+	c := dialProxy(t, path)
+	c.Write([]byte("CONNECT 13\n"))
 	expectEOF(t, c)
+	if logs.Load() != 1 {
+		t.Fatalf("%d panic log lines, want 1", logs.Load())
+	}
+	c = dialProxy(t, path)
+	c.Write([]byte("CONNECT 14\n"))
+	if line := readLine(t, bufio.NewReader(c)); line != "OK 14\n" {
+		t.Fatalf("after a panic: %q", line)
+	}
+	g.accept()
 }
 
 func TestCloseEndsActiveConnections(t *testing.T) {

@@ -15,38 +15,37 @@ import (
 )
 
 // Config is the VM configuration the adapter builds with vz, derived from
-// an engine.Spec. It is also what Snapshot saves next to the machine
-// state, because a restore needs a VM configured the same way.
+// an engine.Spec.
 type Config struct {
-	Kernel      string       `json:"kernel"`
-	Initrd      string       `json:"initrd,omitempty"`
-	Cmdline     string       `json:"cmdline"`
-	CPUs        uint         `json:"cpus"`
-	MemoryBytes uint64       `json:"memory_bytes"`
-	Disks       []DiskConfig `json:"disks,omitempty"`
-	NICs        []NICConfig  `json:"nics,omitempty"`
+	Kernel      string
+	Initrd      string
+	Cmdline     string
+	CPUs        uint
+	MemoryBytes uint64
+	Disks       []DiskConfig
+	NICs        []NICConfig
 	// Entropy, Balloon and Vsock add a virtio-rng device, a traditional
 	// memory balloon and the framework's virtio socket device.
-	Entropy bool `json:"entropy"`
-	Balloon bool `json:"balloon"`
-	Vsock   bool `json:"vsock"`
+	Entropy bool
+	Balloon bool
+	Vsock   bool
 	// MachineID is the generic machine identifier's data representation;
 	// nil only where the framework has none (macOS 12).
-	MachineID []byte `json:"machine_id,omitempty"`
+	MachineID []byte
 }
 
 // DiskConfig is one virtio-blk disk over a raw image file.
 type DiskConfig struct {
-	Path     string `json:"path"`
-	ReadOnly bool   `json:"read_only,omitempty"`
+	Path     string
+	ReadOnly bool
 	// Caching is always "cached": the framework's automatic mode corrupts
 	// Linux guests' filesystems (UTM issue 4840).
-	Caching string `json:"caching"`
+	Caching string
 }
 
 // NICConfig is one virtio-net device on the framework's NAT.
 type NICConfig struct {
-	MAC string `json:"mac"`
+	MAC string
 }
 
 const mib = 1 << 20
@@ -57,7 +56,7 @@ func configFromSpec(spec engine.Spec, lim limits) (Config, error) {
 	c := Config{
 		Kernel:      spec.Kernel,
 		Initrd:      spec.Initramfs,
-		Cmdline:     hvcCmdline(spec.Cmdline),
+		Cmdline:     HVCCmdline(spec.Cmdline),
 		Entropy:     true,
 		Balloon:     true,
 		Vsock:       true,
@@ -107,11 +106,11 @@ func configFromSpec(spec engine.Spec, lim limits) (Config, error) {
 	return c, nil
 }
 
-// hvcCmdline puts the console on hvc0, the only console a vz guest has
+// HVCCmdline puts the console on hvc0, the only console a vz guest has
 // (there is no UART: a console=ttyAMA0 from the generic arm64 command line
 // would swallow every byte the guest prints). Other console= arguments
 // are dropped; the last console= names /dev/console.
-func hvcCmdline(cmdline string) string {
+func HVCCmdline(cmdline string) string {
 	var out []string
 	for _, f := range strings.Fields(cmdline) {
 		if !strings.HasPrefix(f, "console=") {
@@ -188,7 +187,7 @@ func checkDisk(path string) error {
 
 // stableMAC validates the configured MAC, or derives one from the
 // instance name and NIC index when none is given: the guest's DHCP lease on
-// the NAT follows the MAC, so it must not change across boots or restores.
+// the NAT follows the MAC, so it must not change across boots.
 func stableMAC(mac, name string, index int) (string, error) {
 	if mac == "" {
 		sum := sha256.Sum256(fmt.Appendf(nil, "%s/%d", name, index))
@@ -205,33 +204,4 @@ func stableMAC(mac, name string, index int) (string, error) {
 		return "", fmt.Errorf("mac %q: a multicast address cannot name a NIC", mac)
 	}
 	return hw.String(), nil
-}
-
-// sameHardware explains the first difference between the configuration a
-// state was saved with and the one a restore would use; the framework
-// itself only answers "invalid argument".
-func sameHardware(saved, now Config) error {
-	switch {
-	case saved.CPUs != now.CPUs:
-		return fmt.Errorf("cpus differ (saved %d, now %d)", saved.CPUs, now.CPUs)
-	case saved.MemoryBytes != now.MemoryBytes:
-		return fmt.Errorf("memory differs (saved %d MiB, now %d MiB)", saved.MemoryBytes/mib, now.MemoryBytes/mib)
-	case len(saved.Disks) != len(now.Disks):
-		return fmt.Errorf("disk count differs (saved %d, now %d)", len(saved.Disks), len(now.Disks))
-	case len(saved.NICs) != len(now.NICs):
-		return fmt.Errorf("nic count differs (saved %d, now %d)", len(saved.NICs), len(now.NICs))
-	case saved.Entropy != now.Entropy || saved.Balloon != now.Balloon || saved.Vsock != now.Vsock:
-		return errors.New("device set differs")
-	}
-	for i := range saved.Disks {
-		if saved.Disks[i] != now.Disks[i] {
-			return fmt.Errorf("disk %d differs (saved %s, now %s)", i, saved.Disks[i].Path, now.Disks[i].Path)
-		}
-	}
-	for i := range saved.NICs {
-		if saved.NICs[i] != now.NICs[i] {
-			return fmt.Errorf("nic %d mac differs (saved %s, now %s)", i, saved.NICs[i].MAC, now.NICs[i].MAC)
-		}
-	}
-	return nil
 }

@@ -3,8 +3,6 @@ package vz
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"hypefs/shim/engine"
@@ -149,40 +147,15 @@ func crashExit(err error) engine.Exit {
 	return engine.Exit{Time: time.Now(), Code: 1, Reason: err.Error(), Crashed: true}
 }
 
-// Snapshot implements engine.Machine: it saves the paused VM's state into
-// dir together with its configuration (machine identifier included), the
-// pair that Spec.RestoreFrom takes.
+// Snapshot implements engine.Machine: vz refuses it with an error
+// wrapping engine.ErrUnsupported (see errNoSnapshots).
 func (m *Machine) Snapshot(ctx context.Context, dir string) error {
-	m.ops.Lock()
-	defer m.ops.Unlock()
-	r, st, err := m.current()
-	if err != nil {
+	if _, _, err := m.current(); err != nil {
 		return err
 	}
-	if st != StatePaused {
-		return fmt.Errorf("snapshot needs a paused vm (state %s): %w", st, ErrWrongState)
-	}
-	if len(m.cfg.MachineID) == 0 {
-		return fmt.Errorf("snapshot: the vm has no machine identifier (macOS 13 or later assigns one): %w", engine.ErrUnsupported)
-	}
-	if err := r.vm.SaveRestoreSupported(); err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
-	statePath, err := checkStateTarget(dir)
-	if err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
-	if err := saveConfig(dir, m.cfg); err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
-	if err := callVM(ctx, func() error { return r.vm.Save(statePath) }); err != nil {
-		if ctx.Err() == nil {
-			os.Remove(statePath)
-			os.Remove(filepath.Join(dir, SnapshotConfigFile))
-		}
-		return fmt.Errorf("snapshot: save machine state: %w", err)
-	}
-	m.setState(r, StatePaused)
-	m.logf("snapshot saved to %s", dir)
-	return nil
+	return fmt.Errorf("snapshot: %w", errNoSnapshots)
 }
+
+// SnapshotSupported tells the shim, before it checks the VM's state, that
+// vz cannot snapshot at all.
+func (m *Machine) SnapshotSupported() error { return fmt.Errorf("snapshot: %w", errNoSnapshots) }

@@ -1,24 +1,24 @@
 package vz
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"hypefs/shim/engine"
 )
 
 // fakeHV stands in for Virtualization.framework. Its VMs move through the
-// framework's states, emit them on one notification channel, and enforce
-// the rules the real framework enforces (or is reported to): a state file
-// must not exist before a save, restore needs a stopped VM, and a Linux
-// guest restores only into a VM with the machine identifier it was saved
-// with (Tart issue 796).
+// framework's states and emit them on one notification channel. Like
+// Apple's VM process, each VM keeps its own copy of the console output
+// pipe's write end for as long as the test runs, so the console never
+// sees EOF when a VM ends. Like vz's Connect, a refused vsock connection
+// comes back as a nil pointer inside a non-nil net.Conn next to the error.
 type fakeHV struct {
 	t *testing.T
 
@@ -29,8 +29,8 @@ type fakeHV struct {
 	idCalls      int
 	newVMErr     error
 	startErr     error
-	saveRestore  error
-	stopOnStart  bool // the guest powers off the moment it starts
+	badID        string // checkMachineID refuses this identifier
+	stopOnStart  bool   // the guest powers off the moment it starts
 	obeyPowerBtn bool
 	vsock        func(port uint32) (net.Conn, error)
 	vms          []*fakeVM
@@ -64,6 +64,15 @@ func (h *fakeHV) newMachineID() ([]byte, error) {
 	return fmt.Appendf(nil, "machine-id-%d", h.idCalls), nil
 }
 
+func (h *fakeHV) checkMachineID(id []byte) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.badID != "" && string(id) == h.badID {
+		return fmt.Errorf("machine identifier: the framework does not accept these %d bytes (a damaged file?)", len(id))
+	}
+	return nil
+}
+
 func (h *fakeHV) newVM(cfg Config, con consoleFiles) (vmHandle, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -73,6 +82,16 @@ func (h *fakeHV) newVM(cfg Config, con consoleFiles) (vmHandle, error) {
 	if con.guestIn == nil || con.guestOut == nil {
 		h.t.Errorf("newVM without console files")
 	}
+	if h.badID != "" && string(cfg.MachineID) == h.badID {
+		h.t.Errorf("newVM with an identifier the framework refuses")
+	}
+	// The framework's process holds its own copy of the output pipe.
+	fd, err := syscall.Dup(int(con.guestOut.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("fake: dup console: %w", err)
+	}
+	held := os.NewFile(uintptr(fd), "framework's console copy")
+	h.t.Cleanup(func() { held.Close() })
 	v := &fakeVM{hv: h, cfg: cfg, con: con, states: make(chan State, 64)}
 	h.vms = append(h.vms, v)
 	return v, nil
@@ -102,10 +121,9 @@ type fakeVM struct {
 	readers           atomic.Int32
 	concurrentReaders atomic.Bool
 
-	mu       sync.Mutex
-	state    State
-	calls    []string
-	restored string
+	mu    sync.Mutex
+	state State
+	calls []string
 }
 
 func (v *fakeVM) emit(sts ...State) {
@@ -183,45 +201,6 @@ func (v *fakeVM) Stop() error {
 	return nil
 }
 
-func (v *fakeVM) SaveRestoreSupported() error {
-	v.hv.mu.Lock()
-	defer v.hv.mu.Unlock()
-	return v.hv.saveRestore
-}
-
-func (v *fakeVM) Save(path string) error {
-	if st := v.record("save"); st != StatePaused {
-		return fmt.Errorf("fake: save in state %s", st)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("fake: %w", err)
-	}
-	defer f.Close()
-	f.Write(v.cfg.MachineID)
-	v.emit(StateSaving, StatePaused)
-	return nil
-}
-
-func (v *fakeVM) Restore(path string) error {
-	if st := v.record("restore"); st != StateStopped {
-		return fmt.Errorf("fake: restore in state %s", st)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("fake: %w", err)
-	}
-	if !bytes.Equal(b, v.cfg.MachineID) {
-		v.emit(StateRestoring, StateStopped)
-		return errors.New("fake: Code=12 invalid argument")
-	}
-	v.mu.Lock()
-	v.restored = path
-	v.mu.Unlock()
-	v.emit(StateRestoring, StatePaused)
-	return nil
-}
-
 func (v *fakeVM) NextState(quit <-chan struct{}) (State, bool) {
 	if v.readers.Add(1) > 1 {
 		v.concurrentReaders.Store(true)
@@ -241,10 +220,15 @@ func (v *fakeVM) ConnectVsock(port uint32) (net.Conn, error) {
 	f := v.hv.vsock
 	v.hv.mu.Unlock()
 	if f == nil {
-		return nil, errors.New("fake: connection refused")
+		var none *nilConn
+		return none, errors.New("fake: connection refused")
 	}
 	return f(port)
 }
+
+// nilConn is what vz's Connect returns with an error: a nil pointer. Its
+// methods fail like the real one's would (a nil dereference).
+type nilConn struct{ net.Conn }
 
 // guestCrash makes the framework report an internal error.
 func (v *fakeVM) guestCrash() { v.emit(StateError) }

@@ -16,6 +16,10 @@ type hypervisor interface {
 	// newMachineID creates a fresh generic machine identifier; it wraps
 	// engine.ErrUnsupported where the macOS version has none (before 13).
 	newMachineID() ([]byte, error)
+	// checkMachineID reports whether the framework accepts id as a generic
+	// machine identifier's data representation: it answers nil for a
+	// damaged one, which must never reach a configuration.
+	checkMachineID(id []byte) error
 	// newVM builds and validates a VM for cfg. The guest reads its console
 	// input from con.guestIn and writes its output to con.guestOut.
 	newVM(cfg Config, con consoleFiles) (vmHandle, error)
@@ -30,20 +34,13 @@ type vmHandle interface {
 	// RequestStop presses the virtual power button.
 	RequestStop() error
 	Stop() error
-	// SaveRestoreSupported returns nil when this VM's configuration can be
-	// saved and restored on this Mac, else an error wrapping
-	// engine.ErrUnsupported that says why.
-	SaveRestoreSupported() error
-	// Save writes the paused VM's state to path, which must not exist.
-	Save(path string) error
-	// Restore loads a state written by Save into this fresh, stopped VM,
-	// leaving it paused.
-	Restore(path string) error
 	// NextState returns the next state change. The framework has one shared
 	// notification channel per VM, so exactly one goroutine (the
 	// machine's watcher) calls this. It returns false once quit is closed.
 	NextState(quit <-chan struct{}) (State, bool)
-	// ConnectVsock opens a connection to a vsock port of the guest.
+	// ConnectVsock opens a connection to a vsock port of the guest. With
+	// an error the connection is nil (a nil interface, never a nil
+	// pointer inside one).
 	ConnectVsock(port uint32) (net.Conn, error)
 }
 

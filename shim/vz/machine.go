@@ -8,14 +8,12 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"hypefs/shim/engine"
 )
-
-// consoleDrainTimeout bounds how long the end of a VM waits for the last
-// console bytes to reach the log.
-const consoleDrainTimeout = 2 * time.Second
 
 // Machine is one VM hosted in the shim process. It implements
 // engine.Machine and VsockDialer.
@@ -30,6 +28,7 @@ type Machine struct {
 	// until the VM has ended (see consoleFiles).
 	inR, inW, outR, outW *os.File
 	copied               chan struct{} // closed once outR is drained
+	consoleOver          atomic.Bool   // the VM has ended: drain outR, then stop
 
 	ops sync.Mutex // serialises control operations
 
@@ -85,49 +84,95 @@ func newMachine(hv hypervisor, cfg Config, console io.Writer, vmmLog string) (*M
 			return nil, fmt.Errorf("vmm log: %w", err)
 		}
 	}
-	go func() {
-		defer close(m.copied)
-		io.Copy(m.console, m.outR)
-	}()
+	go m.copyConsole()
 	return m, nil
+}
+
+// copyConsole copies the guest's console output to m.console until the VM
+// has ended and the pipe is empty. The end is decided by the VM's state
+// (endConsole), not by EOF: the guest runs in Apple's separate VM process,
+// which keeps its own copy of the pipe's write end, so EOF may never come.
+func (m *Machine) copyConsole() {
+	defer close(m.copied)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := m.outR.Read(buf)
+		if n > 0 {
+			m.console.Write(buf[:n])
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && m.consoleOver.Load() {
+			m.drainConsole(buf)
+		}
+		return
+	}
+}
+
+// drainConsole copies what the pipe still holds without waiting for more:
+// the VM has ended, so nothing more will come.
+func (m *Machine) drainConsole(buf []byte) {
+	m.outR.SetReadDeadline(time.Time{})
+	rc, err := m.outR.SyscallConn()
+	if err != nil {
+		return
+	}
+	for {
+		n := 0
+		err := rc.Read(func(fd uintptr) bool {
+			for {
+				var rerr error
+				n, rerr = syscall.Read(int(fd), buf)
+				if rerr != syscall.EINTR {
+					return true // never wait: empty (EAGAIN) means done
+				}
+			}
+		})
+		if err != nil || n <= 0 {
+			return
+		}
+		m.console.Write(buf[:n])
+	}
+}
+
+// endConsole ends the console copy once the VM has ended: the copier
+// stops waiting, takes what the pipe holds and returns.
+func (m *Machine) endConsole() {
+	m.consoleOver.Store(true)
+	m.outR.SetReadDeadline(time.Now())
+	<-m.copied
 }
 
 func (m *Machine) consoleFiles() consoleFiles {
 	return consoleFiles{guestIn: m.inR, guestOut: m.outW}
 }
 
-// start creates the first VM and boots it, or restores statePath into it.
-func (m *Machine) start(ctx context.Context, statePath string) error {
+// start creates the first VM and boots it.
+func (m *Machine) start(ctx context.Context) error {
 	vm, err := m.hv.newVM(m.cfg, m.consoleFiles())
 	if err != nil {
 		return fmt.Errorf("vm configuration: %w", err)
 	}
 	r := newRun(vm)
-	want, what, op := StateRunning, "start vm", vm.Start
-	if statePath != "" {
-		want, what = StatePaused, "restore vm state"
-		op = func() error { return vm.Restore(statePath) }
-	}
 	m.mu.Lock()
 	m.cur, m.state = r, StateStarting
 	m.mu.Unlock()
 	go m.watch(r)
-	if err := bootVM(ctx, vm, op); err != nil {
+	if err := bootVM(ctx, vm, vm.Start); err != nil {
 		close(r.quit)
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("start vm: %w", err)
 	}
-	m.logf("%s: done", what)
-	m.arm(r, want)
+	m.logf("start vm: done")
+	m.arm(r, StateRunning)
 	return nil
 }
 
-// abandon releases what a machine that never booted holds.
+// abandon releases what the machine holds once its VM has ended (or never
+// started): the console is drained into the log first.
 func (m *Machine) abandon() {
 	m.outW.Close()
-	select {
-	case <-m.copied:
-	case <-time.After(consoleDrainTimeout):
-	}
+	m.endConsole()
 	m.closeFiles()
 }
 
@@ -190,8 +235,8 @@ func (m *Machine) arm(r *run, st State) {
 	}
 }
 
-// finish ends the machine once: record the exit, let the console drain
-// into the log, release the files, close Done.
+// finish ends the machine once: record the exit, drain the console into
+// the log, release the files, close Done.
 func (m *Machine) finish(e engine.Exit) {
 	m.finishOnce.Do(func() {
 		m.mu.Lock()
@@ -320,9 +365,9 @@ func callVM(ctx context.Context, op func() error) error {
 	}
 }
 
-// bootVM is callVM for Start and Restore: if ctx ends first and the
-// operation later succeeds, the VM is stopped, so no orphan guest keeps
-// running inside the shim.
+// bootVM is callVM for Start: if ctx ends first and the start later
+// succeeds, the VM is stopped, so no orphan guest keeps running inside the
+// shim.
 func bootVM(ctx context.Context, vm vmHandle, op func() error) error {
 	ch := make(chan error, 1)
 	go func() { ch <- op() }()

@@ -171,9 +171,6 @@ func TestPauseResumeAndWrongStates(t *testing.T) {
 	if err := m.Resume(ctxT(t)); !errors.Is(err, ErrWrongState) {
 		t.Fatalf("resume running: %v", err)
 	}
-	if err := m.Snapshot(ctxT(t), t.TempDir()); !errors.Is(err, ErrWrongState) {
-		t.Fatalf("snapshot running: %v", err)
-	}
 	if err := m.Pause(ctxT(t)); err != nil || m.State() != StatePaused {
 		t.Fatalf("pause: %v, state %s", err, m.State())
 	}
@@ -286,119 +283,6 @@ func TestMachineIDFirstBootThenPersisted(t *testing.T) {
 	}
 }
 
-func TestNoMachineIDOnOldMacOS(t *testing.T) {
-	hv := newFakeHV(t)
-	hv.idErr = errors.Join(engine.ErrUnsupported, errors.New("macOS 13 needed"))
-	m, _ := boot(t, hv, baseSpec(t))
-	if m.MachineID() != nil {
-		t.Fatalf("id %q", m.MachineID())
-	}
-	m.Pause(ctxT(t))
-	if err := m.Snapshot(ctxT(t), t.TempDir()); !errors.Is(err, engine.ErrUnsupported) {
-		t.Fatalf("snapshot without id: %v", err)
-	}
-}
-
-func TestSnapshotAndRestoreWithSavedIdentifier(t *testing.T) {
-	hv := newFakeHV(t)
-	spec := baseSpec(t)
-	m, log := boot(t, hv, spec)
-	dir := t.TempDir()
-	if err := m.Pause(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Snapshot(ctxT(t), dir); err != nil {
-		t.Fatal(err)
-	}
-	if m.State() != StatePaused {
-		t.Fatalf("state after snapshot %s", m.State())
-	}
-	if err := m.Snapshot(ctxT(t), dir); err == nil || !strings.Contains(err.Error(), "exists already") {
-		t.Fatalf("second snapshot into the same dir: %v", err)
-	}
-	m.Stop(ctxT(t))
-	waitDone(t, m)
-	_ = log
-
-	// The shim persisted the identifier; a fresh VM restores with it.
-	rs := spec
-	rs.MachineID = m.MachineID()
-	rs.RestoreFrom = dir
-	r, rlog := boot(t, hv, rs)
-	vm := hv.vm(1)
-	if r.State() != StatePaused || string(vm.cfg.MachineID) != "machine-id-1" {
-		t.Fatalf("restored: state %s id %q", r.State(), vm.cfg.MachineID)
-	}
-	if got := vm.Calls(); !slices.Equal(got, []string{"restore"}) {
-		t.Fatalf("restore calls %v (a restored VM must not boot the kernel)", got)
-	}
-	if err := r.Resume(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	vm.con.guestOut.Write([]byte("still here\n"))
-	eventually(t, "restored guest's console", func() bool { return rlog.String() == "still here\n" })
-
-	// Without a persisted identifier the snapshot's own is used.
-	rs.MachineID = nil
-	r2, _ := boot(t, hv, rs)
-	if string(r2.MachineID()) != "machine-id-1" {
-		t.Fatalf("restore took id %q", r2.MachineID())
-	}
-	if hv.idCalls != 1 {
-		t.Fatalf("restore created a new identifier (%d calls)", hv.idCalls)
-	}
-}
-
-func TestRestoreRefusals(t *testing.T) {
-	hv := newFakeHV(t)
-	spec := baseSpec(t)
-	m, _ := boot(t, hv, spec)
-	dir := t.TempDir()
-	m.Pause(ctxT(t))
-	if err := m.Snapshot(ctxT(t), dir); err != nil {
-		t.Fatal(err)
-	}
-	m.Stop(ctxT(t))
-	waitDone(t, m)
-
-	rs := spec
-	rs.RestoreFrom = dir
-	rs.MachineID = []byte("someone-else")
-	if _, err := (&Engine{hv: hv}).Boot(ctxT(t), rs, nil); err == nil || !strings.Contains(err.Error(), "identifier differs") {
-		t.Fatalf("other identifier: %v", err)
-	}
-	rs.MachineID = nil
-	rs.MemoryMiB = 1024
-	if _, err := (&Engine{hv: hv}).Boot(ctxT(t), rs, nil); err == nil || !strings.Contains(err.Error(), "memory differs") {
-		t.Fatalf("other memory: %v", err)
-	}
-	// The framework's own refusal (here: a state file from another machine)
-	// surfaces as a restore error and leaves nothing running.
-	rs.MemoryMiB = spec.MemoryMiB
-	writeFile(t, filepath.Join(dir, SnapshotStateFile), []byte("machine-id-9"))
-	n := hv.vmCount()
-	if _, err := (&Engine{hv: hv}).Boot(ctxT(t), rs, nil); err == nil || !strings.Contains(err.Error(), "restore vm state: fake: Code=12") {
-		t.Fatalf("framework refusal: %v", err)
-	}
-	if hv.vmCount() != n+1 {
-		t.Fatalf("expected exactly one VM attempt")
-	}
-}
-
-func TestSnapshotUnsupported(t *testing.T) {
-	hv := newFakeHV(t)
-	hv.saveRestore = errors.Join(engine.ErrUnsupported, errors.New("save/restore needs macOS 14 on Apple silicon"))
-	m, _ := boot(t, hv, baseSpec(t))
-	m.Pause(ctxT(t))
-	dir := t.TempDir()
-	if err := m.Snapshot(ctxT(t), dir); !errors.Is(err, engine.ErrUnsupported) {
-		t.Fatalf("snapshot: %v", err)
-	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
-		t.Fatalf("unsupported snapshot left files: %v", ents)
-	}
-}
-
 func TestRebootBootsAFreshVMWithTheSameIdentity(t *testing.T) {
 	hv := newFakeHV(t)
 	m, log := boot(t, hv, baseSpec(t))
@@ -464,5 +348,100 @@ func TestDialVsock(t *testing.T) {
 	hv.mu.Unlock()
 	if _, err := d.DialVsock(ctxT(t), 5); err == nil || !strings.Contains(err.Error(), "connect to guest vsock port 5") {
 		t.Fatalf("refused connect: %v", err)
+	}
+}
+
+// vz refuses snapshots and restores with engine.ErrUnsupported and a
+// sentence, in every state, and builds no VM for a restore.
+func TestSnapshotAndRestoreRefused(t *testing.T) {
+	hv := newFakeHV(t)
+	m, _ := boot(t, hv, baseSpec(t))
+	dir := t.TempDir()
+	for _, pause := range []bool{false, true} {
+		if pause {
+			if err := m.Pause(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err := m.Snapshot(ctxT(t), dir)
+		if !errors.Is(err, engine.ErrUnsupported) || !strings.Contains(err.Error(), "vz does not save or restore VMs") {
+			t.Fatalf("snapshot (paused %v): %v", pause, err)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("a refused snapshot left files: %v", ents)
+	}
+	if got := hv.vm(0).Calls(); !slices.Equal(got, []string{"start", "pause"}) {
+		t.Fatalf("framework calls %v", got)
+	}
+	spec := baseSpec(t)
+	spec.RestoreFrom = dir
+	n := hv.vmCount()
+	if _, err := (&Engine{hv: hv}).Boot(ctxT(t), spec, nil); !errors.Is(err, engine.ErrUnsupported) || !strings.HasPrefix(err.Error(), "restore: vz does not") {
+		t.Fatalf("restore: %v", err)
+	}
+	if hv.vmCount() != n {
+		t.Fatal("a refused restore built a VM")
+	}
+}
+
+func TestNoMachineIDOnOldMacOS(t *testing.T) {
+	hv := newFakeHV(t)
+	hv.idErr = errors.Join(engine.ErrUnsupported, errors.New("macOS 13 needed"))
+	m, _ := boot(t, hv, baseSpec(t))
+	if m.MachineID() != nil || hv.vm(0).cfg.MachineID != nil {
+		t.Fatalf("id %q", m.MachineID())
+	}
+}
+
+// A persisted identifier the framework refuses (a damaged file) never
+// reaches the configuration: the VM boots with a new one, which the shim
+// then persists, and vmm.log says so.
+func TestDamagedMachineIDIsReplaced(t *testing.T) {
+	hv := newFakeHV(t)
+	hv.badID = "\x00garbage"
+	spec := baseSpec(t)
+	spec.MachineID = []byte(hv.badID)
+	spec.VMMLog = filepath.Join(spec.RunDir, "vmm.log")
+	m, _ := boot(t, hv, spec)
+	if string(m.MachineID()) != "machine-id-1" || string(hv.vm(0).cfg.MachineID) != "machine-id-1" {
+		t.Fatalf("machine %q, vm %q", m.MachineID(), hv.vm(0).cfg.MachineID)
+	}
+	vmm, _ := os.ReadFile(spec.VMMLog)
+	if !strings.Contains(string(vmm), "the instance's machine identifier is unusable (machine identifier: the framework does not accept these 8 bytes (a damaged file?)); booting with a new one") {
+		t.Fatalf("vmm.log:\n%s", vmm)
+	}
+}
+
+// The console ends with the VM's state, not with EOF: the fake framework
+// keeps its own copy of the pipe's write end (as Apple's VM process
+// does), so EOF never comes, yet every byte the guest wrote before it
+// stopped is in the log when Done closes, on each way a VM ends.
+func TestConsoleEndsWithTheVM(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 3000) // 48 KB: more than one read
+	for name, end := range map[string]func(m *Machine, vm *fakeVM){
+		"guest powers off": func(_ *Machine, vm *fakeVM) { vm.guestPowerOff() },
+		"stop":             func(m *Machine, _ *fakeVM) { m.Stop(ctxT(t)) },
+		"framework error":  func(_ *Machine, vm *fakeVM) { vm.guestCrash() },
+	} {
+		t.Run(name, func(t *testing.T) {
+			hv := newFakeHV(t)
+			m, log := boot(t, hv, baseSpec(t))
+			vm := hv.vm(0)
+			if _, err := vm.con.guestOut.Write(append(big, "reboot: Power down\n"...)); err != nil {
+				t.Fatal(err)
+			}
+			end(m, vm)
+			waitDone(t, m)
+			if got := log.String(); got != string(big)+"reboot: Power down\n" {
+				t.Fatalf("log has %d bytes, ends %q; want all %d", len(got), got[max(0, len(got)-30):], len(big)+19)
+			}
+		})
+	}
+	// A VM that never started releases its console the same way.
+	hv := newFakeHV(t)
+	hv.startErr = errors.New("internal virtualization error")
+	if _, err := (&Engine{hv: hv}).Boot(ctxT(t), baseSpec(t), nil); err == nil {
+		t.Fatal("start failure not reported")
 	}
 }

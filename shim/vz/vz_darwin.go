@@ -38,13 +38,56 @@ func (framework) limits() limits {
 
 func (framework) newMachineID() ([]byte, error) {
 	id, err := vz.NewGenericMachineIdentifier()
-	if errors.Is(err, vz.ErrUnsupportedOSVersion) {
-		return nil, fmt.Errorf("generic machine identifiers need macOS 13: %w", engine.ErrUnsupported)
+	if err := unavailable(err, "generic machine identifiers", 13); err != nil {
+		return nil, err
 	}
 	if err != nil {
 		return nil, err
 	}
+	if id == nil || len(id.DataRepresentation()) == 0 {
+		return nil, errors.New("the framework made no machine identifier")
+	}
 	return append([]byte(nil), id.DataRepresentation()...), nil
+}
+
+// unavailable turns vz's version errors into one wrapping
+// engine.ErrUnsupported that says what is missing: the running macOS, or
+// the SDK the shim was built with (vz checks both before a call that
+// would otherwise raise an Objective-C exception).
+func unavailable(err error, what string, macOS int) error {
+	switch {
+	case errors.Is(err, vz.ErrUnsupportedOSVersion):
+		return fmt.Errorf("%s need macOS %d or later: %w", what, macOS, engine.ErrUnsupported)
+	case errors.Is(err, vz.ErrBuildTargetOSVersion):
+		return fmt.Errorf("%s need a shim built with the macOS %d SDK or later (rebuild with current Xcode command line tools): %w", what, macOS, engine.ErrUnsupported)
+	}
+	return nil
+}
+
+func (framework) checkMachineID(id []byte) error {
+	_, err := machineIdentifier(id)
+	return err
+}
+
+// machineIdentifier rebuilds a generic machine identifier from its data
+// representation. The framework answers a damaged one with nil, which vz
+// v3.7.1 wraps without a word (its DataRepresentation is then empty); a
+// nil identifier must never reach a platform configuration.
+func machineIdentifier(data []byte) (*vz.GenericMachineIdentifier, error) {
+	if len(data) == 0 {
+		return nil, errors.New("machine identifier: empty")
+	}
+	id, err := vz.NewGenericMachineIdentifierWithData(data)
+	if err := unavailable(err, "generic machine identifiers", 13); err != nil {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("machine identifier: %w", err)
+	}
+	if id == nil || len(id.DataRepresentation()) == 0 {
+		return nil, fmt.Errorf("machine identifier: the framework does not accept these %d bytes (a damaged file?)", len(data))
+	}
+	return id, nil
 }
 
 func (framework) newVM(cfg Config, con consoleFiles) (vmHandle, error) {
@@ -76,9 +119,9 @@ func buildConfiguration(cfg Config, con consoleFiles) (*vz.VirtualMachineConfigu
 	}
 
 	if len(cfg.MachineID) > 0 {
-		id, err := vz.NewGenericMachineIdentifierWithData(cfg.MachineID)
+		id, err := machineIdentifier(cfg.MachineID)
 		if err != nil {
-			return nil, fmt.Errorf("machine identifier: %w", err)
+			return nil, err
 		}
 		platform, err := vz.NewGenericPlatformConfiguration(vz.WithGenericMachineIdentifier(id))
 		if err != nil {
@@ -97,41 +140,14 @@ func buildConfiguration(cfg Config, con consoleFiles) (*vz.VirtualMachineConfigu
 	}
 	conf.SetSerialPortsVirtualMachineConfiguration([]*vz.VirtioConsoleDeviceSerialPortConfiguration{console})
 
-	var disks []vz.StorageDeviceConfiguration
-	for i, d := range cfg.Disks {
-		att, err := vz.NewDiskImageStorageDeviceAttachmentWithCacheAndSync(d.Path, d.ReadOnly,
-			cachingMode(d.Caching), vz.DiskImageSynchronizationModeFsync)
-		if err != nil {
-			return nil, fmt.Errorf("disk %d %s: %w", i, d.Path, err)
-		}
-		blk, err := vz.NewVirtioBlockDeviceConfiguration(att)
-		if err != nil {
-			return nil, fmt.Errorf("disk %d: %w", i, err)
-		}
-		disks = append(disks, blk)
+	disks, err := storageDevices(cfg)
+	if err != nil {
+		return nil, err
 	}
 	conf.SetStorageDevicesVirtualMachineConfiguration(disks)
-
-	var nics []*vz.VirtioNetworkDeviceConfiguration
-	for i, n := range cfg.NICs {
-		nat, err := vz.NewNATNetworkDeviceAttachment()
-		if err != nil {
-			return nil, fmt.Errorf("nic %d nat attachment: %w", i, err)
-		}
-		dev, err := vz.NewVirtioNetworkDeviceConfiguration(nat)
-		if err != nil {
-			return nil, fmt.Errorf("nic %d: %w", i, err)
-		}
-		hw, err := net.ParseMAC(n.MAC)
-		if err != nil {
-			return nil, fmt.Errorf("nic %d mac: %w", i, err)
-		}
-		mac, err := vz.NewMACAddress(hw)
-		if err != nil {
-			return nil, fmt.Errorf("nic %d mac: %w", i, err)
-		}
-		dev.SetMACAddress(mac)
-		nics = append(nics, dev)
+	nics, err := networkDevices(cfg)
+	if err != nil {
+		return nil, err
 	}
 	conf.SetNetworkDevicesVirtualMachineConfiguration(nics)
 
@@ -165,6 +181,50 @@ func buildConfiguration(cfg Config, con consoleFiles) (*vz.VirtualMachineConfigu
 	return conf, nil
 }
 
+// storageDevices are cfg's disks: virtio-blk on raw images.
+func storageDevices(cfg Config) ([]vz.StorageDeviceConfiguration, error) {
+	var disks []vz.StorageDeviceConfiguration
+	for i, d := range cfg.Disks {
+		att, err := vz.NewDiskImageStorageDeviceAttachmentWithCacheAndSync(d.Path, d.ReadOnly,
+			cachingMode(d.Caching), vz.DiskImageSynchronizationModeFsync)
+		if err != nil {
+			return nil, fmt.Errorf("disk %d %s: %w", i, d.Path, err)
+		}
+		blk, err := vz.NewVirtioBlockDeviceConfiguration(att)
+		if err != nil {
+			return nil, fmt.Errorf("disk %d: %w", i, err)
+		}
+		disks = append(disks, blk)
+	}
+	return disks, nil
+}
+
+// networkDevices are cfg's NICs: virtio-net on the framework's NAT.
+func networkDevices(cfg Config) ([]*vz.VirtioNetworkDeviceConfiguration, error) {
+	var nics []*vz.VirtioNetworkDeviceConfiguration
+	for i, n := range cfg.NICs {
+		nat, err := vz.NewNATNetworkDeviceAttachment()
+		if err != nil {
+			return nil, fmt.Errorf("nic %d nat attachment: %w", i, err)
+		}
+		dev, err := vz.NewVirtioNetworkDeviceConfiguration(nat)
+		if err != nil {
+			return nil, fmt.Errorf("nic %d: %w", i, err)
+		}
+		hw, err := net.ParseMAC(n.MAC)
+		if err != nil {
+			return nil, fmt.Errorf("nic %d mac: %w", i, err)
+		}
+		mac, err := vz.NewMACAddress(hw)
+		if err != nil {
+			return nil, fmt.Errorf("nic %d mac: %w", i, err)
+		}
+		dev.SetMACAddress(mac)
+		nics = append(nics, dev)
+	}
+	return nics, nil
+}
+
 // cachingMode maps Config's caching name; anything but "cached" is a
 // programming error caught by the tests of configFromSpec.
 func cachingMode(name string) vz.DiskImageCachingMode {
@@ -178,7 +238,9 @@ func cachingMode(name string) vz.DiskImageCachingMode {
 }
 
 // vzVM implements vmHandle. It keeps the configuration and the console
-// files referenced as long as the VM lives.
+// files referenced as long as the VM lives. It calls no save or restore
+// API: on a shim built with an SDK older than macOS 14 those raise an
+// Objective-C exception, and vz refuses snapshots anyway.
 type vzVM struct {
 	vm   *vz.VirtualMachine
 	conf *vz.VirtualMachineConfiguration
@@ -201,10 +263,6 @@ func (v *vzVM) RequestStop() error {
 	return nil
 }
 
-func (v *vzVM) SaveRestoreSupported() error { return saveRestoreSupported(v.conf) }
-func (v *vzVM) Save(path string) error      { return saveState(v.vm, path) }
-func (v *vzVM) Restore(path string) error   { return restoreState(v.vm, path) }
-
 func (v *vzVM) NextState(quit <-chan struct{}) (State, bool) {
 	select {
 	case s := <-v.vm.StateChangedNotify():
@@ -219,7 +277,7 @@ func (v *vzVM) ConnectVsock(port uint32) (net.Conn, error) {
 	if len(devs) == 0 {
 		return nil, errors.New("the vm has no socket device")
 	}
-	return devs[0].Connect(port)
+	return asConn(devs[0].Connect(port))
 }
 
 // mapState translates the framework's states by name, not by value.
