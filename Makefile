@@ -36,8 +36,11 @@ run: deps build
 	@echo
 	$(BIN)/hypefs mount --data $${HYPEFS_DATA:-/var/lib/hypefs} --run $${HYPEFS_RUN:-/run/hypefs} $(MNT)
 
+# go vet runs for macOS too (scripts/vet-darwin.sh): every package that
+# builds without cgo, tests included.
 vet:
 	$(GO) vet ./...
+	GO=$(GO) ./scripts/vet-darwin.sh
 
 test: deps build vet
 	$(GO) test -race -count=1 -timeout 25m ./...

@@ -20,6 +20,7 @@ import (
 
 	"hypefs/internal/testenv"
 	"hypefs/shim"
+	"hypefs/shim/api"
 	"hypefs/shim/qemu"
 	"hypefs/shim/qmp"
 )
@@ -33,7 +34,7 @@ const runs = 5
 func BenchmarkBootToReady(b *testing.B) {
 	d := testenv.NewDaemon(b)
 	var mine, raw []time.Duration
-	var spec *shim.Config
+	var spec *api.Config
 	for k := 0; k < runs; k++ {
 		name := fmt.Sprintf("boot%d", k)
 		if err := os.Mkdir(d.Path("instances", name), 0o755); err != nil {
@@ -106,8 +107,8 @@ func fileHas(path, s string) bool {
 	return err == nil && bytes.Contains(b, []byte(s))
 }
 
-func loadShimConfig(b *testing.B, path string) *shim.Config {
-	c, err := shim.LoadConfig(path)
+func loadShimConfig(b *testing.B, path string) *api.Config {
+	c, err := api.LoadConfig(path)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -126,7 +127,7 @@ type rawVM struct {
 	started time.Time
 }
 
-func startRaw(b *testing.B, cfg *shim.Config) *rawVM {
+func startRaw(b *testing.B, cfg *api.Config) *rawVM {
 	dir, err := os.MkdirTemp("", "raw")
 	if err != nil {
 		b.Fatal(err)
@@ -201,7 +202,7 @@ func (vm *rawVM) kill() {
 	os.RemoveAll(vm.dir)
 }
 
-func rawBoot(b *testing.B, cfg *shim.Config) time.Duration {
+func rawBoot(b *testing.B, cfg *api.Config) time.Duration {
 	vm := startRaw(b, cfg)
 	defer vm.kill()
 	return vm.waitReady(b)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -10,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 
+	"hypefs/backend/layout"
 	"hypefs/backend/network"
 	"hypefs/internal/testenv"
 )
@@ -75,7 +79,7 @@ func TestNetwork(t *testing.T) {
 	d.WaitLog("a", "ping-ok-42", 1, 30*time.Second)
 
 	// NAT rules exist while VMs run.
-	if ok, err := network.NATExists(); err != nil || !ok {
+	if ok, err := natExists(); err != nil || !ok {
 		t.Fatalf("nftables table hypefs while VMs run: %v %v", ok, err)
 	}
 
@@ -130,11 +134,11 @@ func TestNetwork(t *testing.T) {
 			t.Errorf("interface %s is left after every instance was deleted", n)
 		}
 	}
-	if ok, _ := network.NATExists(); ok {
+	if ok, _ := natExists(); ok {
 		t.Error("nftables table hypefs is left after every instance was deleted")
 	}
 	var leases struct{ Leases map[string]string }
-	b, _ := os.ReadFile(filepath.Join(d.Data, "network", network.LeasesFile))
+	b, _ := os.ReadFile(filepath.Join(d.Data, layout.NetworkDir, layout.Leases))
 	json.Unmarshal(b, &leases)
 	if len(leases.Leases) != 0 {
 		t.Errorf("leases left: %v", leases.Leases)
@@ -164,4 +168,23 @@ func errorsIs(err error, target syscall.Errno) bool {
 		pe = e
 	}
 	return pe != nil && pe.Err == target
+}
+
+// natExists reports whether the daemon's nftables table is in this
+// network namespace.
+func natExists() (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, err
+	}
+	ts, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range ts {
+		if t.Name == network.TableName {
+			return true, nil
+		}
+	}
+	return false, nil
 }

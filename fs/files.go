@@ -21,7 +21,7 @@ func (b *base) Mode() os.FileMode { return b.mode }
 
 func newBase(mode os.FileMode) base { return base{id: NewID(), mode: mode} }
 
-// noWrite and noRead are the refusals of one-way handles.
+// noWrite is the refusal of read-only handles.
 type noWrite struct{}
 
 func (noWrite) Write(context.Context, []byte, int64) (int, error) { return 0, syscall.EBADF }
@@ -84,21 +84,28 @@ func readAt(data, p []byte, off int64) int {
 // write); reading shows what show generates. It accepts the truncate that
 // a shell's `>` sends first.
 type CtlFile struct {
+	writable
+	do func(ctx context.Context, data []byte) error
+}
+
+// writable is what the files that take writes (ctl, config) share: they
+// read as what show generates, and take the truncate and time changes
+// that a shell's `>` and editors send (and ignore them).
+type writable struct {
 	base
 	show func(ctx context.Context) []byte
-	do   func(ctx context.Context, data []byte) error
 }
+
+func (f *writable) Stat(ctx context.Context) (int64, time.Time) {
+	return int64(len(f.show(ctx))), time.Now()
+}
+func (f *writable) Truncate(context.Context, uint64) error { return nil }
+func (f *writable) Touch(time.Time) error                  { return nil }
 
 // NewCtlFile makes a command file.
 func NewCtlFile(mode os.FileMode, show func(context.Context) []byte, do func(context.Context, []byte) error) *CtlFile {
-	return &CtlFile{base: newBase(mode), show: show, do: do}
+	return &CtlFile{writable: writable{base: newBase(mode), show: show}, do: do}
 }
-
-func (f *CtlFile) Stat(ctx context.Context) (int64, time.Time) {
-	return int64(len(f.show(ctx))), time.Now()
-}
-func (f *CtlFile) Truncate(context.Context, uint64) error { return nil }
-func (f *CtlFile) Touch(time.Time) error                  { return nil }
 
 func (f *CtlFile) Open(ctx context.Context, flags int) (Handle, error) {
 	return &ctlHandle{snapHandle: snapHandle{data: f.show(ctx)}, f: f}, nil
@@ -121,23 +128,16 @@ func (h *ctlHandle) Write(ctx context.Context, p []byte, off int64) (int, error)
 // at once if complete(doc) says so, otherwise on close. Its errno is the
 // write's or close's. Reading shows what show generates.
 type DocFile struct {
-	base
+	writable
 	max      int
-	show     func(ctx context.Context) []byte
 	complete func(doc []byte) bool
 	commit   func(ctx context.Context, doc []byte) error
 }
 
 // NewDocFile makes a document file that holds at most max bytes per write-through.
 func NewDocFile(max int, show func(context.Context) []byte, complete func([]byte) bool, commit func(context.Context, []byte) error) *DocFile {
-	return &DocFile{base: newBase(0o644), max: max, show: show, complete: complete, commit: commit}
+	return &DocFile{writable: writable{base: newBase(0o644), show: show}, max: max, complete: complete, commit: commit}
 }
-
-func (f *DocFile) Stat(ctx context.Context) (int64, time.Time) {
-	return int64(len(f.show(ctx))), time.Now()
-}
-func (f *DocFile) Truncate(context.Context, uint64) error { return nil }
-func (f *DocFile) Touch(time.Time) error                  { return nil }
 
 func (f *DocFile) Open(ctx context.Context, flags int) (Handle, error) {
 	return &docHandle{snapHandle: snapHandle{data: f.show(ctx)}, f: f}, nil

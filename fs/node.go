@@ -1,10 +1,13 @@
 // Package fs is hypefs' file tree, independent of the protocol that serves
-// it. Adapters (fs/fusefs for FUSE, later 9P) translate their protocol's
-// requests into calls on these nodes; every semantic decision (what a
-// read returns, which errno a write gets) is made here, once.
+// it. Adapters (fs/fusefs for FUSE, fs/ninep for 9P2000.L) translate their
+// protocol's requests into the rules in rules.go (Lookup, Entries, Stat,
+// Open, Setattr, Mkdir, Rmdir, and the refusals ErrNoChange and
+// ErrNoXattr) and the nodes' handles; every semantic decision (what a
+// read returns, which errno a write gets, which attribute may change) is
+// made here, once.
 //
-// Errors are syscall.Errno values, or errors that errors.As finds one in
-// (backend/instance.Error); anything else is EIO.
+// Errors are syscall.Errno values, or refusals (internal/errno.Error) that
+// carry one; anything else is EIO.
 //
 // Deadlocks to avoid (from go-fuse's list): the daemon must never exec
 // from, chdir into or mmap its own mount, and must not send kernel
@@ -19,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"hypefs/backend/instance"
+	"hypefs/internal/errno"
 )
 
 // Node is a file or a directory.
@@ -109,5 +112,5 @@ func Errno(err error) syscall.Errno {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return syscall.EINTR
 	}
-	return instance.Errno(err)
+	return errno.Of(err)
 }

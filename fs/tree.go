@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -29,25 +31,62 @@ type Tree struct {
 
 	hub      *Hub
 	watchMu  sync.Mutex
-	watchers []func(instance.Event)
+	watchers []func(Change)
 }
 
+// Names of the tree that the adapters need to reach on their own mount.
+const (
+	InstancesName = "instances"
+	StatusName    = "status"
+)
+
+// InstancePath is an instance's directory, relative to the root.
+func InstancePath(name string) string { return InstancesName + "/" + name }
+
+// Change is a change of the tree made other than through an adapter's own
+// request (a state change, an instance made over 9P), which an adapter
+// may have to show its kernel's watchers (FUSE: see fusefs.Waker).
+type Change struct {
+	Kind ChangeKind
+	Path string // slash-separated, relative to the root
+}
+
+// ChangeKind says what happened at a Change's path.
+type ChangeKind int
+
+const (
+	Made    ChangeKind = iota + 1 // a directory appeared
+	Removed                       // a directory went
+	Touched                       // a file's contents and mtime changed
+)
+
 // Event takes an instance event from the manager: it is published to the
-// events files and handed to the adapters' watchers (FUSE wakes inotify
-// watchers with it). Call it from the manager's OnEvent.
+// events files and handed to the watchers as the change of the tree it
+// is. Call it from the manager's OnEvent.
 func (t *Tree) Event(ev instance.Event) {
 	t.hub.Publish(ev)
+	var c Change
+	switch {
+	case ev.Deleted:
+		c = Change{Removed, InstancePath(ev.Instance)}
+	case ev.State == instance.New:
+		c = Change{Made, InstancePath(ev.Instance)}
+	case ev.State != "":
+		c = Change{Touched, InstancePath(ev.Instance) + "/" + StatusName}
+	default:
+		return // a refusal: only the error file changed
+	}
 	t.watchMu.Lock()
-	ws := append([]func(instance.Event){}, t.watchers...)
+	ws := append([]func(Change){}, t.watchers...)
 	t.watchMu.Unlock()
 	for _, w := range ws {
-		w(ev)
+		w(c)
 	}
 }
 
-// Watch registers fn to be called with every instance event. fn must not
-// block for long.
-func (t *Tree) Watch(fn func(instance.Event)) {
+// Watch registers fn to be called with every change. fn must not block
+// for long.
+func (t *Tree) Watch(fn func(Change)) {
 	t.watchMu.Lock()
 	t.watchers = append(t.watchers, fn)
 	t.watchMu.Unlock()
@@ -66,7 +105,7 @@ func New(m *instance.Manager, version string) *Tree {
 			}
 			return b
 		})},
-		{"instances", &instancesDir{base: newBase(os.ModeDir | 0o755), t: t}},
+		{InstancesName, &instancesDir{base: newBase(os.ModeDir | 0o755), t: t}},
 		{"events", NewEventsFile(t.hub, "")},
 	}}
 	sort.Slice(t.root.entries, func(a, b int) bool { return t.root.entries[a].Name < t.root.entries[b].Name })
@@ -189,7 +228,7 @@ func newInstanceDir(i *instance.Instance, hub *Hub) *instanceDir {
 		{"events", NewEventsFile(hub, i.Name())},
 		{"info", NewGenFile(func(context.Context) []byte { return jsonLine(i.Info()) })},
 		{"log", NewBackedFile(i.LogPath())},
-		{"status", NewGenFile(func(context.Context) []byte { return line(i.State()) }).WithMtime(i.StateChanged)},
+		{StatusName, NewGenFile(func(context.Context) []byte { return line(i.State()) }).WithMtime(i.StateChanged)},
 		{"exit", NewGenFile(func(context.Context) []byte {
 			if code, ok := i.GuestExit(); ok {
 				return line(strconv.Itoa(code))
@@ -204,15 +243,16 @@ func newInstanceDir(i *instance.Instance, hub *Hub) *instanceDir {
 
 // jsonComplete says whether a config write holds a whole document: valid
 // JSON, or JSON broken in a way more bytes cannot mend (so the write
-// itself fails). Only a document cut short waits for more writes.
+// itself fails). Only a document cut short (the decoder runs out of
+// input inside its first value) waits for more writes.
 func jsonComplete(doc []byte) bool {
 	doc = bytes.TrimSpace(doc)
 	if len(doc) == 0 {
 		return false
 	}
 	var v json.RawMessage
-	err := json.Unmarshal(doc, &v)
-	return err == nil || !strings.Contains(err.Error(), "unexpected end of JSON input")
+	err := json.NewDecoder(bytes.NewReader(doc)).Decode(&v)
+	return !errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func jsonLine(v any) []byte {

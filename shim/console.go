@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"hypefs/internal/sock"
 )
 
 // clientQueue bounds what one slow live reader may hold back. A reader
@@ -169,11 +171,7 @@ func (c *console) rearm() {
 // away the command still unread in the socket, so the input side always
 // reads on to the client's end first.
 func (c *console) serve(l net.Listener, input func() io.Writer) {
-	for {
-		conn, err := l.Accept()
-		if err != nil {
-			return
-		}
+	sock.Serve(l, func(conn net.Conn) bool {
 		cl := &consoleClient{conn: conn, ch: make(chan []byte, clientQueue)}
 		c.mu.Lock()
 		c.clients[cl] = struct{}{}
@@ -216,7 +214,8 @@ func (c *console) serve(l net.Listener, input func() io.Writer) {
 			both.Wait()
 			conn.Close()
 		}()
-	}
+		return true
+	})
 }
 
 // closeClients ends every live reader (the VM has ended).

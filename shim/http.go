@@ -15,12 +15,16 @@ import (
 	"hypefs/shim/engine"
 )
 
+// errBadRequest: the request's body is wrong (400).
+var errBadRequest = errors.New("bad request")
+
 // Version is reported by vmm.ping.
 var Version = "hypefs-shim-dev"
 
 // routes is the one table of the API. Methods and status codes follow
-// Cloud Hypervisor: 204 done, 404 no VM, 405 wrong state, 500 failure;
-// and 501 for what the engine cannot do at all (vm.snapshot on vz).
+// Cloud Hypervisor: 204 done, 400 bad request, 404 no VM, 405 wrong state
+// (engine.ErrWrongState), 500 failure; and 501 for what the engine cannot
+// do at all (vm.snapshot on vz).
 func (s *Shim) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathPing, func(w http.ResponseWriter, r *http.Request) {
@@ -38,7 +42,7 @@ func (s *Shim) routes() http.Handler {
 	s.action(mux, api.PathReboot, s.reboot)
 	s.action(mux, api.PathPowerButton, func(ctx context.Context) error {
 		if st := s.status().State; st == api.Paused {
-			return fmt.Errorf("%w: the VM is paused", errState)
+			return fmt.Errorf("%w: the VM is paused", engine.ErrWrongState)
 		}
 		return s.m.PowerButton(ctx)
 	})
@@ -91,10 +95,12 @@ func (s *Shim) answer(w http.ResponseWriter, err error) {
 		w.WriteHeader(http.StatusNoContent)
 	case errors.Is(err, engine.ErrNotRunning):
 		writeError(w, http.StatusNotFound, err)
-	case errors.Is(err, errState):
+	case errors.Is(err, engine.ErrWrongState):
 		writeError(w, http.StatusMethodNotAllowed, err)
 	case errors.Is(err, engine.ErrUnsupported):
 		writeError(w, http.StatusNotImplemented, err)
+	case errors.Is(err, errBadRequest):
+		writeError(w, http.StatusBadRequest, err)
 	default:
 		writeError(w, http.StatusInternalServerError, err)
 	}
@@ -114,10 +120,10 @@ func (s *Shim) snapshot(ctx context.Context, dest string) error {
 	}
 	u, err := url.Parse(dest)
 	if err != nil || u.Scheme != "file" || u.Path == "" {
-		return fmt.Errorf("%w: destination_url must be file:///directory", errState)
+		return fmt.Errorf("%w: destination_url must be file:///directory", errBadRequest)
 	}
 	if st := s.status().State; st != api.Paused {
-		return fmt.Errorf("%w: the VM must be paused to snapshot it (it is %s)", errState, st)
+		return fmt.Errorf("%w: the VM must be paused to snapshot it (it is %s)", engine.ErrWrongState, st)
 	}
 	if err := os.MkdirAll(u.Path, 0o755); err != nil {
 		return fmt.Errorf("snapshot directory: %w", err)

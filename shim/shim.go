@@ -2,7 +2,6 @@ package shim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,11 +9,13 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
-	"hypefs/backend/host"
 	"hypefs/internal/atomicfile"
+	"hypefs/internal/bootid"
+	"hypefs/internal/sock"
 	"hypefs/shim/api"
 	"hypefs/shim/engine"
 	"hypefs/shim/vsockproxy"
@@ -28,7 +29,7 @@ type VsockDialer interface {
 
 // Shim supervises one VM.
 type Shim struct {
-	cfg     *Config
+	cfg     *api.Config
 	eng     engine.Engine
 	log     *slog.Logger
 	started time.Time
@@ -53,7 +54,7 @@ type Shim struct {
 	ready   *time.Time
 	gexit   *int   // the guest program's exit status, from the console
 	address string // the guest's address/prefix, from the console
-	exit    *ExitRecord
+	exit    *api.ExitRecord
 	detail  string // why the VM is ending, set by graceful stop
 	subs    map[chan api.Event]struct{}
 	seq     uint64 // state changes so far
@@ -69,9 +70,9 @@ type Shim struct {
 
 // Start listens on the shim's sockets, boots the VM and writes the shim's
 // record. When it returns without error the VM runs and the API answers.
-func Start(ctx context.Context, cfg *Config, eng engine.Engine, log *slog.Logger) (*Shim, error) {
+func Start(ctx context.Context, cfg *api.Config, eng engine.Engine, log *slog.Logger) (*Shim, error) {
 	s := &Shim{
-		cfg: cfg, eng: eng, log: log, started: time.Now().UTC(), bootID: host.BootID(),
+		cfg: cfg, eng: eng, log: log, started: time.Now().UTC(), bootID: bootid.Current(),
 		state: api.Booting, subs: map[chan api.Event]struct{}{}, done: make(chan struct{}),
 	}
 	os.Remove(cfg.ExitPath)
@@ -80,10 +81,10 @@ func Start(ctx context.Context, cfg *Config, eng engine.Engine, log *slog.Logger
 		return nil, fmt.Errorf("open console log: %w", err)
 	}
 	s.console.onAddress = s.guestAddress
-	if s.apiL, err = listenUnix(cfg.APISocket); err != nil {
+	if s.apiL, err = sock.ListenUnix(cfg.APISocket); err != nil {
 		return nil, err
 	}
-	if s.consoleL, err = listenUnix(cfg.ConsoleSocket); err != nil {
+	if s.consoleL, err = sock.ListenUnix(cfg.ConsoleSocket); err != nil {
 		s.apiL.Close()
 		return nil, err
 	}
@@ -104,8 +105,8 @@ func Start(ctx context.Context, cfg *Config, eng engine.Engine, log *slog.Logger
 			log.Warn("persist machine id", "err", err)
 		}
 	}
-	rec := Record{
-		APIVersion: APIVersion, ShimPID: os.Getpid(), HypervisorPID: m.PID(), BootID: s.bootID,
+	rec := api.Record{
+		APIVersion: api.APIVersion, ShimPID: os.Getpid(), HypervisorPID: m.PID(), BootID: s.bootID,
 		Started: s.started, Hypervisor: eng.Name(), Accel: spec.Accel,
 	}
 	if err := atomicfile.WriteJSON(cfg.RecordPath, rec, 0o644); err != nil {
@@ -114,7 +115,7 @@ func Start(ctx context.Context, cfg *Config, eng engine.Engine, log *slog.Logger
 		return nil, fmt.Errorf("write shim record: %w", err)
 	}
 	if vd, ok := m.(VsockDialer); ok && cfg.VsockSocket != "" {
-		l, err := listenUnix(cfg.VsockSocket)
+		l, err := sock.ListenUnix(cfg.VsockSocket)
 		if err != nil {
 			m.Stop(context.Background())
 			s.closeSockets()
@@ -176,7 +177,7 @@ func (s *Shim) watch() {
 	if ex.Crashed && !s.stopReq {
 		state = api.Crashed
 	}
-	rec := &ExitRecord{Exit: ex, State: state, ShimPID: os.Getpid(), Started: s.started, Detail: s.detail, GuestExit: s.gexit}
+	rec := &api.ExitRecord{Exit: ex, State: state, ShimPID: os.Getpid(), Started: s.started, Detail: s.detail, GuestExit: s.gexit}
 	s.exit = rec
 	s.mu.Unlock()
 	if err := atomicfile.WriteJSON(s.cfg.ExitPath, rec, 0o644); err != nil {
@@ -267,7 +268,12 @@ func (s *Shim) setStateLocked(state, detail string) {
 	for ch := range s.subs {
 		select {
 		case ch <- ev:
-		default: // a subscriber this far behind asks for hypefs.status again
+		default:
+			// A subscriber this far behind is cut off rather than shown
+			// a gap: its stream ends, and a client that follows again
+			// (the daemon does) starts from the state now.
+			delete(s.subs, ch)
+			close(ch)
 		}
 	}
 }
@@ -282,64 +288,57 @@ func (s *Shim) ended() bool {
 	}
 }
 
-var errState = errors.New("wrong state")
-
-func (s *Shim) pause(ctx context.Context) error {
+// act runs one state-changing action as one step: under opMu it checks
+// that the VM is in one of the states from, drives the hypervisor, and
+// records the state the action led to.
+func (s *Shim) act(from []string, drive func() error, record func(was string)) error {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	s.mu.Lock()
 	st := s.state
 	s.mu.Unlock()
-	if st != api.Running && st != api.Booting {
-		return fmt.Errorf("%w: the VM is %s", errState, st)
+	if !slices.Contains(from, st) {
+		return fmt.Errorf("%w: the VM is %s", engine.ErrWrongState, st)
 	}
-	if err := s.m.Pause(ctx); err != nil {
+	if err := drive(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.before = st
-	s.setStateLocked(api.Paused, "pause")
-	s.mu.Unlock()
+	record(st)
 	return nil
+}
+
+func (s *Shim) pause(ctx context.Context) error {
+	return s.act([]string{api.Running, api.Booting}, func() error { return s.m.Pause(ctx) }, func(was string) {
+		s.mu.Lock()
+		s.before = was
+		s.setStateLocked(api.Paused, "pause")
+		s.mu.Unlock()
+	})
 }
 
 func (s *Shim) resume(ctx context.Context) error {
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	s.mu.Lock()
-	st, back := s.state, s.before
-	s.mu.Unlock()
-	if st != api.Paused {
-		return fmt.Errorf("%w: the VM is %s, not paused", errState, st)
-	}
-	if err := s.m.Resume(ctx); err != nil {
-		return err
-	}
-	if back == "" {
-		back = api.Running
-	}
-	s.setStateIf(api.Paused, back, "resume")
-	return nil
+	return s.act([]string{api.Paused}, func() error { return s.m.Resume(ctx) }, func(string) {
+		s.mu.Lock()
+		back := s.before
+		s.mu.Unlock()
+		if back == "" {
+			back = api.Running
+		}
+		s.setStateIf(api.Paused, back, "resume")
+	})
 }
 
 func (s *Shim) reboot(ctx context.Context) error {
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	s.mu.Lock()
-	st := s.state
-	s.mu.Unlock()
-	if st != api.Running && st != api.Booting {
-		return fmt.Errorf("%w: the VM is %s", errState, st)
+	drive := func() error {
+		s.console.rearm()
+		return s.m.Reboot(ctx)
 	}
-	s.console.rearm()
-	if err := s.m.Reboot(ctx); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.ready = nil
-	s.setStateLocked(api.Booting, "reboot")
-	s.mu.Unlock()
-	return nil
+	return s.act([]string{api.Running, api.Booting}, drive, func(string) {
+		s.mu.Lock()
+		s.ready = nil
+		s.setStateLocked(api.Booting, "reboot")
+		s.mu.Unlock()
+	})
 }
 
 // stop ends the VM now (vm.shutdown).
@@ -372,7 +371,7 @@ func (s *Shim) gracefulStop(ctx context.Context, timeout time.Duration) error {
 	switch st {
 	case api.Paused:
 		s.mu.Unlock()
-		return fmt.Errorf("%w: the VM is paused (resume it first, or kill it)", errState)
+		return fmt.Errorf("%w: the VM is paused (resume it first, or kill it)", engine.ErrWrongState)
 	case api.Stopping:
 		s.mu.Unlock()
 		return nil
@@ -442,27 +441,6 @@ func (s *Shim) unsubscribe(ch chan api.Event) {
 		delete(s.subs, ch)
 		close(ch)
 	}
-}
-
-// listenUnix binds a socket, replacing a stale one: a socket file that no
-// one answers on is removed; one that answers means another shim lives.
-func listenUnix(path string) (net.Listener, error) {
-	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("listen %s: another process is serving it", path)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("listen %s: exists and is not a socket", path)
-		}
-		os.Remove(path)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", path, err)
-	}
-	os.Chmod(path, 0o600)
-	return l, nil
 }
 
 // Seq is the number of state changes so far, the state they led to, and

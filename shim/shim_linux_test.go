@@ -27,7 +27,7 @@ import (
 )
 
 // startShim runs a shim in this process over real QEMU.
-func startShim(t *testing.T) (*shim.Shim, *shim.Config) {
+func startShim(t *testing.T) (*shim.Shim, *api.Config) {
 	t.Helper()
 	testenv.Require(t)
 	bins := testenv.Bins(t)
@@ -46,10 +46,10 @@ func startShim(t *testing.T) (*shim.Shim, *shim.Config) {
 	if f := host.Probe(); f.Accel == "tcg" && f.TSCkHz > 0 {
 		cmdline += " tsc_early_khz=" + strconv.Itoa(f.TSCkHz)
 	}
-	cfg := &shim.Config{
+	cfg := &api.Config{
 		Engine: engine.Spec{Name: "t", RunDir: filepath.Join(dir, "e"), Kernel: gb.Kernel, Initramfs: gb.Initramfs,
 			Cmdline: cmdline, CPUs: 1, MemoryMiB: 256, Accel: host.Probe().Accel, VMMLog: filepath.Join(dir, "vmm.log")},
-		Hypervisor: "qemu", APISocket: filepath.Join(dir, "api.sock"), ConsoleSocket: filepath.Join(dir, "con.sock"),
+		APISocket: filepath.Join(dir, "api.sock"), ConsoleSocket: filepath.Join(dir, "con.sock"),
 		LogPath: filepath.Join(dir, "console.log"), RecordPath: filepath.Join(dir, "shim.json"), ExitPath: filepath.Join(dir, "exit.json"),
 	}
 	s, err := shim.Start(ctx, cfg, qemu.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -83,13 +83,22 @@ func TestAPI(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	vmInfo := func() (api.VmInfo, error) {
+		var info api.VmInfo
+		resp, err := raw.Get("http://localhost" + api.PathInfo)
+		if err != nil {
+			return info, err
+		}
+		defer resp.Body.Close()
+		return info, json.NewDecoder(resp.Body).Decode(&info)
+	}
 
 	ping, err := c.Ping(ctx)
 	if err != nil || ping.Version == "" || ping.PID != os.Getpid() {
 		t.Fatalf("ping = %+v, %v", ping, err)
 	}
 	// The record was written before Start returned.
-	var rec shim.Record
+	var rec api.Record
 	b, _ := os.ReadFile(cfg.RecordPath)
 	if err := json.Unmarshal(b, &rec); err != nil || rec.HypervisorPID == 0 || rec.BootID == "" {
 		t.Fatalf("record = %s (%v)", b, err)
@@ -105,7 +114,7 @@ func TestAPI(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	info, err := c.Info(ctx)
+	info, err := vmInfo()
 	if err != nil || info.State != api.StateRunning || info.Config.Memory.Size != 256<<20 || info.Config.CPUs.BootVcpus != 1 {
 		t.Fatalf("info = %+v, %v", info, err)
 	}
@@ -118,14 +127,14 @@ func TestAPI(t *testing.T) {
 	if got := code("PUT", api.PathPause, ""); got != http.StatusNoContent {
 		t.Fatalf("pause: %d", got)
 	}
-	if info, _ := c.Info(ctx); info.State != api.StatePaused {
+	if info, _ := vmInfo(); info.State != api.StatePaused {
 		t.Fatalf("state after pause = %s", info.State)
 	}
 	if got := code("PUT", api.PathPause, ""); got != http.StatusMethodNotAllowed {
 		t.Fatalf("pause of a paused VM: %d, want 405", got)
 	}
 	snap := t.TempDir()
-	if err := c.Snapshot(ctx, snap); err != nil {
+	if _, err := c.Act(ctx, api.PathSnapshot, api.VmSnapshotConfig{DestinationURL: "file://" + snap}); err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
 	if ents, _ := os.ReadDir(snap); len(ents) == 0 {
@@ -157,12 +166,12 @@ func TestAPI(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("guest did not power off on the power button")
 	}
-	var ex shim.ExitRecord
+	var ex api.ExitRecord
 	b, _ = os.ReadFile(cfg.ExitPath)
 	if err := json.Unmarshal(b, &ex); err != nil || ex.State != api.Stopped || ex.Crashed {
 		t.Fatalf("exit record = %s (%v)", b, err)
 	}
-	if err := c.Pause(ctx); !errors.Is(err, client.ErrNoVM) {
+	if _, err := c.Act(ctx, api.PathPause, nil); !errors.Is(err, client.ErrNoVM) {
 		t.Fatalf("pause after the end: %v, want 404", err)
 	}
 	if err := c.ShutdownVMM(ctx); err != nil {
@@ -174,7 +183,7 @@ func TestAPI(t *testing.T) {
 func TestShutdownNow(t *testing.T) {
 	s, cfg := startShim(t)
 	c := client.New(cfg.APISocket)
-	if err := c.Shutdown(context.Background()); err != nil {
+	if _, err := c.Act(context.Background(), api.PathShutdown, nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -182,7 +191,7 @@ func TestShutdownNow(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("vm.shutdown did not end the VM")
 	}
-	var ex shim.ExitRecord
+	var ex api.ExitRecord
 	b, _ := os.ReadFile(cfg.ExitPath)
 	if err := json.Unmarshal(b, &ex); err != nil || ex.State != api.Stopped {
 		t.Fatalf("exit record = %s (%v)", b, err)
@@ -214,7 +223,7 @@ func TestShutdownWhileBooting(t *testing.T) {
 	case <-time.After(100 * time.Second):
 		t.Fatal("the held shutdown never ended the VM")
 	}
-	var ex shim.ExitRecord
+	var ex api.ExitRecord
 	b, _ := os.ReadFile(cfg.ExitPath)
 	if err := json.Unmarshal(b, &ex); err != nil || ex.State != api.Stopped || ex.Reason != "guest powered off" {
 		t.Fatalf("exit record = %s (%v)", b, err)

@@ -64,8 +64,8 @@ func startStub(t *testing.T) (*stubEngine, *client.Client, *shim.Shim) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	cfg := &shim.Config{
-		Engine: engine.Spec{Name: "t", RunDir: dir, CPUs: 1, MemoryMiB: 256, Accel: "hvf"}, Hypervisor: "vz",
+	cfg := &api.Config{
+		Engine:    engine.Spec{Name: "t", RunDir: dir, CPUs: 1, MemoryMiB: 256, Accel: "hvf"},
 		APISocket: filepath.Join(dir, "api.sock"), ConsoleSocket: filepath.Join(dir, "con.sock"),
 		LogPath: filepath.Join(dir, "console.log"), RecordPath: filepath.Join(dir, "shim.json"), ExitPath: filepath.Join(dir, "exit.json"),
 	}
@@ -89,7 +89,7 @@ func startStub(t *testing.T) (*stubEngine, *client.Client, *shim.Shim) {
 // an error matching ErrUnsupported and EOPNOTSUPP, the daemon's errno.
 func TestSnapshotUnsupported(t *testing.T) {
 	_, c, _ := startStub(t)
-	err := c.Snapshot(context.Background(), t.TempDir())
+	_, err := c.Act(context.Background(), api.PathSnapshot, api.VmSnapshotConfig{DestinationURL: "file://" + t.TempDir()})
 	var en syscall.Errno
 	if !errors.Is(err, client.ErrUnsupported) || !errors.As(err, &en) || en != syscall.EOPNOTSUPP {
 		t.Fatalf("snapshot: %v (errno %v)", err, en)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"hypefs/backend/layout"
 )
 
 // arm64 holds what the arm64 tests share: one Fetch (through a private
@@ -86,8 +88,8 @@ func TestArm64Fetch(t *testing.T) {
 		t.Error(err)
 	}
 	kdir := filepath.Dir(b.Kernel)
-	order, _ := os.ReadFile(filepath.Join(kdir, orderFile))
-	missing, _ := os.ReadFile(filepath.Join(kdir, missingFile))
+	order, _ := os.ReadFile(filepath.Join(kdir, layout.KernelModOrder))
+	missing, _ := os.ReadFile(filepath.Join(kdir, layout.KernelModMissing))
 	have := map[string]bool{}
 	for _, m := range strings.Fields(string(order)) {
 		have[m] = true

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"hypefs/backend/layout"
 )
 
 // defaultTestDeb is the kernel package this host has downloaded already;
@@ -103,7 +105,7 @@ func TestFetchDebResult(t *testing.T) {
 	if ok, err := hasPVHNote(f); err != nil || !ok {
 		t.Errorf("kernel %s: PVH note %v, %v; want present", b.Kernel, ok, err)
 	}
-	order, err := os.ReadFile(filepath.Join(filepath.Dir(b.Kernel), orderFile))
+	order, err := os.ReadFile(filepath.Join(filepath.Dir(b.Kernel), layout.KernelModOrder))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+
+	"hypefs/backend/layout"
 )
 
 // busyboxPackage is Debian's statically linked busybox.
@@ -21,7 +23,7 @@ const busyboxPackage = "busybox-static"
 // KERNELS/busybox-<arch>, beside the kernels, so that a copied kernels
 // directory is all a guest needs (see docs/macos.md).
 func BusyboxPath(kernelsDir, arch string) string {
-	return filepath.Join(kernelsDir, "busybox-"+arch)
+	return filepath.Join(kernelsDir, layout.Busybox(arch))
 }
 
 // defaultBusybox is the busybox Prepare uses when Options.Busybox is

@@ -16,25 +16,13 @@ import (
 	"time"
 
 	"github.com/xi2/xz"
+
+	"hypefs/backend/layout"
 )
 
-// Layout of one cached kernel, KERNELS/<version>/. The directory appears
-// by rename only once complete, so its existence means "ready".
-const (
-	archFile     = "arch"          // "amd64" or "arm64"
-	modulesDir   = "modules"       // <name>.ko, flat
-	orderFile    = "modules/order" // module names in load order, one a line
-	missingFile  = "modules/missing"
-	initramfsDir = "initramfs" // built initramfs images, see initramfs.go
-)
-
-// kernelFile is the name of the uncompressed kernel in a version's dir.
-func kernelFile(arch string) string {
-	if arch == "arm64" {
-		return "Image"
-	}
-	return "vmlinux"
-}
+// One cached kernel is KERNELS/<version>/, named by backend/layout
+// (Kernel*). The directory appears by rename only once complete, so its
+// existence means "ready".
 
 // Fetch makes sure the kernel that Debian's linux-image-<arch> metapackage
 // currently points to is in kernelsDir, and a static busybox for arch
@@ -218,7 +206,7 @@ func extractDeb(ctx context.Context, deb, version, arch, dir string) error {
 	c := &debContents{info: map[string]modInfo{}, ko: map[string][]byte{}, builtin: map[string]bool{}}
 	kernelErr := make(chan error, 1)
 	c.onVmlinuz = func(b []byte) {
-		go func() { kernelErr <- writeKernel(b, arch, filepath.Join(dir, kernelFile(arch))) }()
+		go func() { kernelErr <- writeKernel(b, arch, filepath.Join(dir, layout.KernelImage(arch))) }()
 	}
 	keep := func(name string) bool { return roots[name] }
 	err := walkDeb(ctx, deb, version, c, keep)
@@ -251,21 +239,21 @@ func extractDeb(ctx context.Context, deb, version, arch, dir string) error {
 		}
 	}
 
-	if err := os.Mkdir(filepath.Join(dir, modulesDir), 0o755); err != nil {
+	if err := os.Mkdir(filepath.Join(dir, layout.KernelModules), 0o755); err != nil {
 		return err
 	}
 	for _, m := range order {
-		if err := writeFileSync(filepath.Join(dir, modulesDir, m+".ko"), c.ko[m]); err != nil {
+		if err := writeFileSync(filepath.Join(dir, layout.KernelModules, m+".ko"), c.ko[m]); err != nil {
 			return err
 		}
 	}
-	if err := writeFileSync(filepath.Join(dir, orderFile), []byte(lines(order))); err != nil {
+	if err := writeFileSync(filepath.Join(dir, layout.KernelModOrder), []byte(lines(order))); err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(dir, missingFile), []byte(lines(missing))); err != nil {
+	if err := writeFileSync(filepath.Join(dir, layout.KernelModMissing), []byte(lines(missing))); err != nil {
 		return err
 	}
-	return writeFileSync(filepath.Join(dir, archFile), []byte(arch+"\n"))
+	return writeFileSync(filepath.Join(dir, layout.KernelArch), []byte(arch+"\n"))
 }
 
 // writeFileSync writes a file of a kernel being assembled and syncs it:

@@ -20,6 +20,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"hypefs/backend/layout"
 )
 
 // DefaultKernelsDir is where the kernel cache lives unless told otherwise.
@@ -66,7 +68,7 @@ func Prepare(ctx context.Context, opts Options) (*Boot, error) {
 	}
 	return &Boot{
 		KernelVersion: version,
-		Kernel:        filepath.Join(kdir, kernelFile(opts.Arch)),
+		Kernel:        filepath.Join(kdir, layout.KernelImage(opts.Arch)),
 		Initramfs:     initrd,
 		Cmdline:       cmdline(opts.Arch),
 	}, nil
@@ -114,7 +116,7 @@ func pickKernel(dir, arch, want string) (string, error) {
 		if !e.IsDir() || strings.HasPrefix(v, ".") || (want != "" && v != want) {
 			continue
 		}
-		a, err := os.ReadFile(filepath.Join(dir, v, archFile))
+		a, err := os.ReadFile(filepath.Join(dir, v, layout.KernelArch))
 		if err != nil || strings.TrimSpace(string(a)) != arch {
 			continue
 		}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"hypefs/backend/layout"
 )
 
 func TestFindXZ(t *testing.T) {
@@ -130,10 +132,10 @@ func TestNoKernel(t *testing.T) {
 func fakeKernel(t *testing.T, dir, version, arch string) {
 	t.Helper()
 	k := filepath.Join(dir, version)
-	if err := os.MkdirAll(filepath.Join(k, modulesDir), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(k, layout.KernelModules), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range map[string]string{archFile: arch + "\n", orderFile: "", kernelFile(arch): "kernel"} {
+	for name, data := range map[string]string{layout.KernelArch: arch + "\n", layout.KernelModOrder: "", layout.KernelImage(arch): "kernel"} {
 		if err := os.WriteFile(filepath.Join(k, name), []byte(data), 0o644); err != nil {
 			t.Fatal(err)
 		}

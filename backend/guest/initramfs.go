@@ -18,13 +18,16 @@ import (
 	"time"
 
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"hypefs/backend/layout"
 )
 
 // initramfsFormat changes whenever the image layout below changes, so
 // images built by an older hypefs are not reused.
 const initramfsFormat = "hypefs-initramfs-1"
 
-// Paths inside the initramfs that hypefs-init relies on.
+// Paths inside the initramfs that hypefs-init relies on (it names them
+// again: the guest's init links no backend package).
 const (
 	GuestModulesDir = "/lib/modules"       // <name>.ko
 	GuestModOrder   = "/lib/modules/order" // names in load order
@@ -48,11 +51,11 @@ func ensureInitramfs(ctx context.Context, kdir string, opts Options) (string, er
 	if err != nil {
 		return "", err
 	}
-	order, err := os.ReadFile(filepath.Join(kdir, orderFile))
+	order, err := os.ReadFile(filepath.Join(kdir, layout.KernelModOrder))
 	if err != nil {
 		return "", fmt.Errorf("kernel module list: %w (hint: run \"make deps\")", err)
 	}
-	dir := filepath.Join(kdir, initramfsDir)
+	dir := filepath.Join(kdir, layout.KernelInitramfs)
 	quick := quickKey(kdir, opts, initFI, bbFI)
 	ref := filepath.Join(dir, quick+".ref")
 	if key, err := os.ReadFile(ref); err == nil {
@@ -195,7 +198,7 @@ func writeInitramfs(ctx context.Context, w io.Writer, kdir string, opts Options,
 	}{
 		{"bin", 0o755}, {"sbin", 0o755}, {"usr", 0o755}, {"usr/bin", 0o755}, {"usr/sbin", 0o755},
 		{"dev", 0o755}, {"proc", 0o555}, {"sys", 0o555}, {"tmp", 0o1777}, {"root", 0o700},
-		{"etc", 0o755}, {"lib", 0o755}, {"lib/modules", 0o755}, {"run", 0o755}, {"mnt", 0o755},
+		{"etc", 0o755}, {"lib", 0o755}, {GuestModulesDir[1:], 0o755}, {"run", 0o755}, {"mnt", 0o755},
 	} {
 		recs = append(recs, cpio.Directory(d.name, d.perm))
 	}
@@ -208,7 +211,7 @@ func writeInitramfs(ctx context.Context, w io.Writer, kdir string, opts Options,
 	)
 	files := []struct{ src, dst string }{{opts.Init, "init"}, {opts.Busybox, "bin/busybox"}}
 	for _, m := range order {
-		files = append(files, struct{ src, dst string }{filepath.Join(kdir, modulesDir, m+".ko"), "lib/modules/" + m + ".ko"})
+		files = append(files, struct{ src, dst string }{filepath.Join(kdir, layout.KernelModules, m+".ko"), GuestModulesDir[1:] + "/" + m + ".ko"})
 	}
 	for _, f := range files {
 		b, err := os.ReadFile(f.src)
@@ -221,7 +224,7 @@ func writeInitramfs(ctx context.Context, w io.Writer, kdir string, opts Options,
 		}
 		recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: f.dst, Mode: cpio.S_IFREG | perm, NLink: 1}))
 	}
-	recs = append(recs, cpio.StaticFile("lib/modules/order", lines(order), 0o644))
+	recs = append(recs, cpio.StaticFile(GuestModOrder[1:], lines(order), 0o644))
 	applets, err := busyboxApplets(ctx, opts.Busybox, opts.Arch)
 	if err != nil {
 		return err

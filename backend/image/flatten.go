@@ -42,6 +42,13 @@ func newFlattener(root string) *flattener {
 	return &flattener{root: root, buf: make([]byte, 1<<20), dirTime: map[string]time.Time{}, files: map[string]int64{}}
 }
 
+// tarError is a failure to read a layer's tar stream: its bytes are bad
+// (or did not arrive), whatever the tree being written.
+type tarError struct{ err error }
+
+func (e *tarError) Error() string { return "read layer: " + e.err.Error() }
+func (e *tarError) Unwrap() error { return e.err }
+
 // apply unpacks one uncompressed layer.
 func (f *flattener) apply(r io.Reader) error {
 	tr := tar.NewReader(r)
@@ -52,7 +59,7 @@ func (f *flattener) apply(r io.Reader) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("read layer: %w", err)
+			return &tarError{err}
 		}
 		name := path.Clean("/" + hdr.Name)
 		if name == "/" {

@@ -19,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"hypefs/backend/instance"
+	"hypefs/backend/layout"
+	"hypefs/internal/errno"
 	"hypefs/internal/runcfg"
 	"hypefs/internal/testimage"
 )
@@ -68,8 +70,9 @@ func TestImageFlatten(t *testing.T) {
 		t.Errorf("bin/suid mode %o, want 4755", a.Mode&0o7777)
 	}
 	unix.Lstat(p("devs/null"), &a)
-	if a.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(a.Rdev) != 1 || unix.Minor(a.Rdev) != 3 {
-		t.Errorf("devs/null: mode %o rdev %d:%d", a.Mode, unix.Major(a.Rdev), unix.Minor(a.Rdev))
+	// Rdev is uint64 on Linux, int32 on macOS.
+	if rdev := uint64(a.Rdev); a.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(rdev) != 1 || unix.Minor(rdev) != 3 {
+		t.Errorf("devs/null: mode %o rdev %d:%d", a.Mode, unix.Major(rdev), unix.Minor(rdev))
 	}
 	unix.Lstat(p("devs/fifo"), &a)
 	if a.Mode&unix.S_IFMT != unix.S_IFIFO {
@@ -227,7 +230,7 @@ func TestImagePullDedupAndReopen(t *testing.T) {
 	if e.Size < 2100*8 || e.Done != e.Total || !bytes.Contains(e.Config, []byte("from-image")) {
 		t.Errorf("entry %+v", e)
 	}
-	if fi, err := os.Stat(filepath.Join(s.ImageDir(e.Digest), RootfsFile)); err != nil || fi.Size() == 0 {
+	if fi, err := os.Stat(filepath.Join(s.ImageDir(e.Digest), layout.ImageRootfs)); err != nil || fi.Size() == 0 {
 		t.Fatalf("rootfs: %v", err)
 	}
 	// A second store on the same directory finds it ready, without the network.
@@ -319,8 +322,8 @@ func TestImagePullErrors(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20e9)
 		_, err := s.Pull(ctx, tt.ref)
 		cancel()
-		if err == nil || instance.Errno(err) != tt.errno || !strings.Contains(err.Error(), tt.says) {
-			t.Errorf("pull %s: errno %v, %v; want %v and %q", tt.ref, instance.Errno(err), err, tt.errno, tt.says)
+		if err == nil || errno.Of(err) != tt.errno || !strings.Contains(err.Error(), tt.says) {
+			t.Errorf("pull %s: errno %v, %v; want %v and %q", tt.ref, errno.Of(err), err, tt.errno, tt.says)
 		}
 		t.Logf("%s: %v", tt.ref, err)
 		nothingHalfMade(t, s)

@@ -16,15 +16,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"hypefs/backend/instance"
+	"hypefs/backend/layout"
+	"hypefs/internal/errno"
 	"hypefs/internal/runcfg"
 	"hypefs/shim/engine"
-)
-
-// Files the image part keeps in an instance's data directory.
-const (
-	WritableDisk = "disk.ext4"      // the writable layer (overlayfs upper), sparse, kept across boots
-	RunConfig    = "run-config.img" // the run-config disk, rewritten at every boot
-	UsingFile    = "image.json"     // which image the instance's VM runs (for rm's EBUSY after a restart)
 )
 
 // Part returns the store's instance.Part: it puts an image's disks into
@@ -50,40 +45,40 @@ func (p part) Prepare(ctx context.Context, inst string, cfg instance.Config, pla
 	e, err := s.Get(ctx, cfg.Image)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-			return &instance.Error{Errno: syscall.ETIMEDOUT, Msg: fmt.Sprintf("pulling image %s took longer than a boot may wait; the pull goes on: watch images/…/progress, then start the instance again (echo start > ctl)", cfg.Image)}
+			return errno.Errorf(syscall.ETIMEDOUT, "pulling image %s took longer than a boot may wait; the pull goes on: watch images/…/progress, then start the instance again (echo start > ctl)", cfg.Image)
 		}
 		return err
 	}
 	// Claim the image before anything slow, so that an rm from now on
 	// sees it in use; one that came before is seen here.
 	s.use(inst, e.Digest)
-	if _, err := os.Stat(filepath.Join(s.ImageDir(e.Digest), RootfsFile)); err != nil {
-		return &instance.Error{Errno: syscall.ENOENT, Msg: fmt.Sprintf("image %s was removed while the instance was starting; start it again to pull it anew", e.Ref)}
+	if _, err := os.Stat(filepath.Join(s.ImageDir(e.Digest), layout.ImageRootfs)); err != nil {
+		return errno.Errorf(syscall.ENOENT, "image %s was removed while the instance was starting; start it again to pull it anew", e.Ref)
 	}
 	dir := s.opt.InstanceDir(inst)
 	diskMiB, err := instance.SizeMiB(cfg.Disk)
 	if err != nil {
-		return &instance.Error{Errno: syscall.EINVAL, Msg: fmt.Sprintf("config key \"disk\": %v", err)}
+		return errno.Errorf(syscall.EINVAL, "config key \"disk\": %v", err)
 	}
 	if need := (e.Size*5/4 + 8<<20) >> 20; diskMiB < need {
-		return &instance.Error{Errno: syscall.ENOSPC, Msg: fmt.Sprintf("disk %s is too small for image %s, whose files take %d MiB: set \"disk\" to at least %dM", cfg.Disk, e.Ref, e.Size>>20, need)}
+		return errno.Errorf(syscall.ENOSPC, "disk %s is too small for image %s, whose files take %d MiB: set \"disk\" to at least %dM", cfg.Disk, e.Ref, e.Size>>20, need)
 	}
 	var oc v1.ConfigFile
 	if len(e.Config) > 0 {
 		if err := json.Unmarshal(e.Config, &oc); err != nil {
-			return &instance.Error{Errno: syscall.EIO, Msg: fmt.Sprintf("image %s has an unreadable config (%v); pull it again", e.Ref, err)}
+			return errno.Errorf(syscall.EIO, "image %s has an unreadable config (%v); pull it again", e.Ref, err)
 		}
 	}
 	rc := runConfig(oc.Config, cfg)
 	rc.Image, rc.Digest = e.Ref, e.Digest
 	if len(rc.Args) == 0 {
-		return &instance.Error{Errno: syscall.EINVAL, Msg: fmt.Sprintf("image %s names no program to run (no entrypoint or cmd): set \"cmd\" in the config", e.Ref)}
+		return errno.Errorf(syscall.EINVAL, "image %s names no program to run (no entrypoint or cmd): set \"cmd\" in the config", e.Ref)
 	}
-	rw := filepath.Join(dir, WritableDisk)
+	rw := filepath.Join(dir, layout.WritableDisk)
 	// The writable layer belongs to one image: on another image's base
 	// its changes would make no sense, so a new image starts afresh.
 	var prev using
-	if b, err := os.ReadFile(filepath.Join(dir, UsingFile)); err == nil && json.Unmarshal(b, &prev) == nil &&
+	if b, err := os.ReadFile(filepath.Join(dir, layout.ImageInUse)); err == nil && json.Unmarshal(b, &prev) == nil &&
 		prev.Digest != "" && prev.Digest != e.Digest {
 		s.opt.Log.Info("instance's image changed; starting with an empty writable layer", "instance", inst, "from", prev.Digest, "to", e.Digest)
 		os.Remove(rw)
@@ -95,14 +90,14 @@ func (p part) Prepare(ctx context.Context, inst string, cfg instance.Config, pla
 	if err != nil {
 		return err
 	}
-	rcPath := filepath.Join(dir, RunConfig)
+	rcPath := filepath.Join(dir, layout.RunConfigDisk)
 	if err := os.WriteFile(rcPath, b, 0o644); err != nil {
 		return fmt.Errorf("write run config: %w", err)
 	}
 	u, _ := json.Marshal(using{Ref: e.Ref, Digest: e.Digest})
-	os.WriteFile(filepath.Join(dir, UsingFile), u, 0o644)
+	os.WriteFile(filepath.Join(dir, layout.ImageInUse), u, 0o644)
 	plan.Disks = append(plan.Disks,
-		engine.Disk{Path: filepath.Join(s.ImageDir(e.Digest), RootfsFile), ReadOnly: true},
+		engine.Disk{Path: filepath.Join(s.ImageDir(e.Digest), layout.ImageRootfs), ReadOnly: true},
 		engine.Disk{Path: rw, ReadOnly: false},
 		engine.Disk{Path: rcPath, ReadOnly: true})
 	plan.Cmdline = append(plan.Cmdline, "hypefs.run=image")
@@ -118,7 +113,7 @@ func (p part) Ended(inst string) { p.s.release(inst) }
 func (p part) Deleted(inst string) {
 	p.s.release(inst)
 	dir := p.s.opt.InstanceDir(inst)
-	for _, f := range []string{WritableDisk, RunConfig, UsingFile} {
+	for _, f := range []string{layout.WritableDisk, layout.RunConfigDisk, layout.ImageInUse} {
 		os.Remove(filepath.Join(dir, f))
 	}
 }
@@ -129,7 +124,7 @@ func (p part) Reconcile(live map[string]bool) {
 		if !ok {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(p.s.opt.InstanceDir(inst), UsingFile))
+		b, err := os.ReadFile(filepath.Join(p.s.opt.InstanceDir(inst), layout.ImageInUse))
 		var u using
 		if err == nil && json.Unmarshal(b, &u) == nil && u.Digest != "" {
 			p.s.use(inst, u.Digest)

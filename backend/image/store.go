@@ -31,8 +31,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"hypefs/backend/instance"
+	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
+	"hypefs/internal/errno"
 )
 
 // Image states, as the status file shows them.
@@ -41,13 +42,6 @@ const (
 	Converting = "converting"
 	Ready      = "ready"
 	Failed     = "failed"
-)
-
-// Files of an image's cache directory.
-const (
-	RootfsFile = "rootfs.erofs"
-	ConfigFile = "config.json"
-	MetaFile   = "image.json"
 )
 
 // Entry is one reference the store knows: pulled, being pulled, or
@@ -76,7 +70,7 @@ type meta struct {
 
 // Options configure a store.
 type Options struct {
-	Dir  string // DATA/images
+	Dir  string // DATA/images (layout.Layout.ImagesDir)
 	Arch string // the guest's GOARCH; default runtime.GOARCH
 	Log  *slog.Logger
 	// Keychain gives registry credentials; default authn.DefaultKeychain
@@ -145,8 +139,8 @@ func Open(opt Options) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) tmpDir() string   { return filepath.Join(s.opt.Dir, "tmp") }
-func (s *Store) refsPath() string { return filepath.Join(s.opt.Dir, "refs.json") }
+func (s *Store) tmpDir() string   { return filepath.Join(s.opt.Dir, layout.ImageTmp) }
+func (s *Store) refsPath() string { return filepath.Join(s.opt.Dir, layout.ImageRefs) }
 
 // ImageDir is the cache directory of an image digest ("sha256:HEX").
 func (s *Store) ImageDir(digest string) string {
@@ -157,17 +151,17 @@ func (s *Store) ImageDir(digest string) string {
 func (s *Store) loadImage(digest string) (meta, []byte, error) {
 	var m meta
 	dir := s.ImageDir(digest)
-	b, err := os.ReadFile(filepath.Join(dir, MetaFile))
+	b, err := os.ReadFile(filepath.Join(dir, layout.ImageMeta))
 	if err != nil {
 		return m, nil, err
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, nil, err
 	}
-	if _, err := os.Stat(filepath.Join(dir, RootfsFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, layout.ImageRootfs)); err != nil {
 		return m, nil, err
 	}
-	cfg, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	cfg, err := os.ReadFile(filepath.Join(dir, layout.ImageConfig))
 	return m, cfg, err
 }
 
@@ -187,7 +181,7 @@ func (s *Store) saveRefsLocked() error {
 func ParseRef(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(strings.TrimSpace(ref))
 	if err != nil {
-		return nil, &instance.Error{Errno: syscall.EINVAL, Msg: fmt.Sprintf("%q is not a valid image reference (%v); write it as e.g. \"alpine:3.20\" or \"registry.example.com/team/app:v1\"", ref, err)}
+		return nil, errno.Errorf(syscall.EINVAL, "%q is not a valid image reference (%v); write it as e.g. \"alpine:3.20\" or \"registry.example.com/team/app:v1\"", ref, err)
 	}
 	return r, nil
 }
@@ -238,7 +232,7 @@ func (s *Store) Ctl(ctx context.Context, cmd string) error {
 func (s *Store) ctl(ctx context.Context, cmd string) error {
 	f := strings.Fields(cmd)
 	if len(f) != 2 || (f[0] != "pull" && f[0] != "rm") {
-		return &instance.Error{Errno: syscall.EINVAL, Msg: fmt.Sprintf("unknown command %q: write \"pull REF\" or \"rm REF\"", strings.TrimSpace(cmd))}
+		return errno.Errorf(syscall.EINVAL, "unknown command %q: write \"pull REF\" or \"rm REF\"", strings.TrimSpace(cmd))
 	}
 	if f[0] == "rm" {
 		return s.Remove(f[1])
@@ -257,7 +251,7 @@ func (s *Store) Get(ctx context.Context, ref string) (Entry, error) {
 	s.mu.Lock()
 	e, ok := s.entries[r.Name()]
 	if ok && e.Status == Ready {
-		if _, err := os.Stat(filepath.Join(s.ImageDir(e.Digest), RootfsFile)); err == nil {
+		if _, err := os.Stat(filepath.Join(s.ImageDir(e.Digest), layout.ImageRootfs)); err == nil {
 			s.mu.Unlock()
 			return *e, nil
 		}
@@ -334,10 +328,10 @@ func (s *Store) Remove(ref string) error {
 	defer s.mu.Unlock()
 	e, ok := s.entries[key]
 	if !ok {
-		return &instance.Error{Errno: syscall.ENOENT, Msg: fmt.Sprintf("image %s is not in the store (see the images directory for what is)", key)}
+		return errno.Errorf(syscall.ENOENT, "image %s is not in the store (see the images directory for what is)", key)
 	}
 	if _, busy := s.pulls[key]; busy {
-		return &instance.Error{Errno: syscall.EBUSY, Msg: fmt.Sprintf("image %s is being pulled; remove it once the pull has ended", key)}
+		return errno.Errorf(syscall.EBUSY, "image %s is being pulled; remove it once the pull has ended", key)
 	}
 	if e.Digest != "" {
 		var users []string
@@ -348,7 +342,7 @@ func (s *Store) Remove(ref string) error {
 		}
 		if len(users) > 0 {
 			sort.Strings(users)
-			return &instance.Error{Errno: syscall.EBUSY, Msg: fmt.Sprintf("image %s is in use by instance %s; stop it (echo kill > instances/%s/ctl) before removing the image", key, strings.Join(users, ", "), users[0])}
+			return errno.Errorf(syscall.EBUSY, "image %s is in use by instance %s; stop it (echo kill > instances/%s/ctl) before removing the image", key, strings.Join(users, ", "), users[0])
 		}
 	}
 	delete(s.entries, key)

@@ -3,7 +3,6 @@ package instance
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -19,7 +18,10 @@ import (
 	"hypefs/backend/host"
 	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
-	"hypefs/shim"
+	"hypefs/internal/bootid"
+	"hypefs/internal/cleanup"
+	"hypefs/internal/errno"
+	"hypefs/shim/api"
 	"hypefs/shim/client"
 	"hypefs/shim/engine"
 )
@@ -34,7 +36,7 @@ func (i *Instance) start() error {
 	i.mu.Lock()
 	if i.deleted {
 		i.mu.Unlock()
-		return errf(syscall.ENOENT, "instance %q was removed", i.name)
+		return errno.Errorf(syscall.ENOENT, "instance %q was removed", i.name)
 	}
 	if i.boot != nil || live(i.rec.State) {
 		i.mu.Unlock()
@@ -103,101 +105,165 @@ func (i *Instance) cancelBoot(by string) {
 	}
 }
 
+// errBootCancelled is what a boot cancelled during its set-up ends with.
+var errBootCancelled = errors.New("the boot was cancelled before the VM started")
+
 // bootVM prepares the guest, starts the shim and waits until it says the
-// hypervisor runs. Cancelling ctx (kill during set-up) gives up at the
-// next step, ending a shim that was already started.
+// hypervisor runs. It is a list of named steps; what a step makes (the
+// parts' share, the run directory, the shim) is undone through one
+// cleanup stack when a later step fails. Cancelling ctx (kill during
+// set-up) gives up at the next step, ending a shim that was already
+// started.
 func (i *Instance) bootVM(ctx context.Context, cfg Config) error {
-	m := i.m
-	accel, err := host.ResolveAccel(cfg.Accel)
-	if err != nil {
-		return err
-	}
-	initBin := filepath.Join(m.binDir, "hypefs-init")
-	shimBin := filepath.Join(m.binDir, "hypefs-shim")
-	if _, err := os.Stat(shimBin); err != nil {
-		return fmt.Errorf("cannot start the VM: %s is missing (hint: run \"make build\")", shimBin)
-	}
-	gb, err := guest.Prepare(ctx, guest.Options{KernelsDir: m.lay.Kernels, Init: initBin, Busybox: m.busybox, Arch: runtime.GOARCH})
-	if err != nil {
-		return fmt.Errorf("cannot start the VM: %w", err)
-	}
-	cmdline := gb.Cmdline
-	if f := host.Probe(); accel == "tcg" && f.TSCkHz > 0 && runtime.GOARCH == "amd64" {
-		// microvm under TCG hangs calibrating the TSC without it.
-		cmdline += " tsc_early_khz=" + strconv.Itoa(f.TSCkHz)
-	}
-	plan := &Plan{Facts: map[string]string{}}
-	for _, p := range m.parts {
-		if err := p.Prepare(ctx, i.name, cfg, plan); err != nil {
-			i.partsEnded()
+	b := &boot{i: i, m: i.m, ctx: ctx, cfg: cfg}
+	var undo cleanup.Stack
+	defer undo.Unwind()
+	for _, step := range []func(*cleanup.Stack) error{
+		b.resolve, b.prepareGuest, b.prepareParts, b.makeRunDir, b.writeShimConfig, b.spawn, b.follow,
+	} {
+		if err := step(&undo); err != nil {
 			return err
 		}
 	}
-	i.mu.Lock()
-	i.rec.Facts = plan.Facts
-	i.mu.Unlock()
-	for _, a := range plan.Cmdline {
-		cmdline += " " + a
+	undo.Release()
+	return nil
+}
+
+// boot is one boot being set up: what its steps found and made.
+type boot struct {
+	i   *Instance
+	m   *Manager
+	ctx context.Context
+	cfg Config
+
+	accel   string
+	shimBin string
+	guest   *guest.Boot
+	cmdline string
+	plan    *Plan
+	runDir  string
+	shim    api.Config
+	cfgPath string
+}
+
+// resolve checks what the boot needs from the host: the accelerator and
+// the shim binary.
+func (b *boot) resolve(*cleanup.Stack) error {
+	accel, err := host.ResolveAccel(b.cfg.Accel)
+	if err != nil {
+		return err
 	}
-	runDir := m.lay.RunDir(i.name)
-	os.RemoveAll(runDir)
-	if err := os.MkdirAll(filepath.Join(runDir, layout.EngineDir), 0o700); err != nil {
+	b.accel = accel
+	b.shimBin = filepath.Join(b.m.binDir, "hypefs-shim")
+	if _, err := os.Stat(b.shimBin); err != nil {
+		return fmt.Errorf("cannot start the VM: %s is missing (hint: run \"make build\")", b.shimBin)
+	}
+	return nil
+}
+
+// prepareGuest finds the kernel and builds the initramfs.
+func (b *boot) prepareGuest(*cleanup.Stack) error {
+	gb, err := guest.Prepare(b.ctx, guest.Options{KernelsDir: b.m.lay.Kernels, Init: filepath.Join(b.m.binDir, "hypefs-init"), Busybox: b.m.busybox, Arch: runtime.GOARCH})
+	if err != nil {
+		return fmt.Errorf("cannot start the VM: %w", err)
+	}
+	b.guest, b.cmdline = gb, gb.Cmdline
+	if f := host.Probe(); b.accel == "tcg" && f.TSCkHz > 0 && runtime.GOARCH == "amd64" {
+		// microvm under TCG hangs calibrating the TSC without it.
+		b.cmdline += " tsc_early_khz=" + strconv.Itoa(f.TSCkHz)
+	}
+	return nil
+}
+
+// prepareParts lets every part (image, network) add to the plan; if the
+// boot fails from here on, every part is told the VM is over.
+func (b *boot) prepareParts(undo *cleanup.Stack) error {
+	undo.Push(b.i.partsEnded)
+	b.plan = &Plan{Facts: map[string]string{}}
+	for _, p := range b.m.parts {
+		if err := p.Prepare(b.ctx, b.i.name, b.cfg, b.plan); err != nil {
+			return err
+		}
+	}
+	b.i.mu.Lock()
+	b.i.rec.Facts = b.plan.Facts
+	b.i.mu.Unlock()
+	for _, a := range b.plan.Cmdline {
+		b.cmdline += " " + a
+	}
+	return nil
+}
+
+// makeRunDir makes a fresh run directory (and the engine's e/ in it).
+func (b *boot) makeRunDir(undo *cleanup.Stack) error {
+	b.runDir = b.m.lay.RunDir(b.i.name)
+	os.RemoveAll(b.runDir)
+	if err := os.MkdirAll(filepath.Join(b.runDir, layout.EngineDir), 0o700); err != nil {
 		return fmt.Errorf("create run directory: %w", err)
 	}
-	scfg := shim.Config{
+	undo.Push(func() { os.RemoveAll(b.runDir) })
+	return nil
+}
+
+// writeShimConfig writes what the shim is to run.
+func (b *boot) writeShimConfig(*cleanup.Stack) error {
+	i, lay, dir := b.i, b.m.lay, b.runDir
+	b.shim = api.Config{
 		Engine: engine.Spec{
-			Name: i.name, RunDir: filepath.Join(runDir, layout.EngineDir),
-			Kernel: gb.Kernel, Initramfs: gb.Initramfs, Cmdline: cmdline,
-			CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB(), Accel: accel,
-			VMMLog: i.VMMLogPath(), Disks: plan.Disks, NICs: plan.NICs,
+			Name: i.name, RunDir: filepath.Join(dir, layout.EngineDir),
+			Kernel: b.guest.Kernel, Initramfs: b.guest.Initramfs, Cmdline: b.cmdline,
+			CPUs: b.cfg.CPUs, MemoryMiB: b.cfg.MemoryMiB(), Accel: b.accel,
+			VMMLog: i.VMMLogPath(), Disks: b.plan.Disks, NICs: b.plan.NICs,
 		},
-		Hypervisor:    host.DefaultHypervisor(),
-		APISocket:     filepath.Join(runDir, layout.APISock),
-		ConsoleSocket: filepath.Join(runDir, layout.ConsoleSock),
-		VsockSocket:   filepath.Join(runDir, layout.VsockSock),
+		APISocket:     filepath.Join(dir, layout.APISock),
+		ConsoleSocket: filepath.Join(dir, layout.ConsoleSock),
+		VsockSocket:   filepath.Join(dir, layout.VsockSock),
 		LogPath:       i.LogPath(),
-		RecordPath:    filepath.Join(runDir, layout.ShimRecord),
-		ExitPath:      m.lay.InstanceFile(i.name, layout.ExitFile),
-		MachineIDPath: m.lay.InstanceFile(i.name, layout.MachineID),
+		RecordPath:    filepath.Join(dir, layout.ShimRecord),
+		ExitPath:      lay.InstanceFile(i.name, layout.ExitFile),
+		MachineIDPath: lay.InstanceFile(i.name, layout.MachineID),
 	}
-	cfgPath := filepath.Join(runDir, layout.ShimConfig)
-	if err := atomicfile.WriteJSON(cfgPath, scfg, 0o600); err != nil {
-		i.partsEnded()
+	b.cfgPath = filepath.Join(dir, layout.ShimConfig)
+	return atomicfile.WriteJSON(b.cfgPath, b.shim, 0o600)
+}
+
+// spawn starts the shim, unless the boot was cancelled or the instance
+// removed meanwhile; from here on a failure ends that shim.
+func (b *boot) spawn(undo *cleanup.Stack) error {
+	b.i.mu.Lock()
+	gone := b.i.deleted
+	b.i.mu.Unlock()
+	if gone || b.ctx.Err() != nil {
+		return errBootCancelled
+	}
+	if err := b.i.spawnShim(b.ctx, b.shimBin, b.cfgPath); err != nil {
 		return err
 	}
-	i.mu.Lock()
-	gone := i.deleted
-	i.mu.Unlock()
-	if gone || ctx.Err() != nil {
-		os.RemoveAll(runDir)
-		i.partsEnded()
-		return fmt.Errorf("the boot was cancelled before the VM started")
-	}
-	if err := i.spawnShim(ctx, shimBin, cfgPath); err != nil {
-		os.RemoveAll(runDir)
-		i.partsEnded()
-		return err
-	}
-	rec, err := readShimRecord(scfg.RecordPath)
-	if err == nil && ctx.Err() == nil {
+	undo.Push(func() {
+		// The shim runs but cannot be followed: end it rather than
+		// leave a VM nobody can see.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		client.New(b.shim.APISocket).ShutdownVMM(ctx)
+		cancel()
+	})
+	return nil
+}
+
+// follow reads the shim's record and starts following it.
+func (b *boot) follow(*cleanup.Stack) error {
+	rec, err := api.ReadRecord(b.shim.RecordPath)
+	if err == nil && b.ctx.Err() == nil {
 		now := time.Now().UTC()
-		i.mu.Lock()
-		i.rec.Started = &now
-		i.mu.Unlock()
-		if i.attach(rec) != nil {
+		b.i.mu.Lock()
+		b.i.rec.Started = &now
+		b.i.mu.Unlock()
+		if b.i.attach(rec) != nil {
 			return nil
 		}
 		err = errors.New("the instance was removed or hypefs is stopping")
 	}
-	// The shim runs but cannot be followed: end it rather than leave
-	// a VM nobody can see.
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	client.New(scfg.APISocket).ShutdownVMM(sctx)
-	cancel()
-	os.RemoveAll(runDir)
-	i.partsEnded()
-	if ctx.Err() != nil {
-		return fmt.Errorf("the boot was cancelled before the VM started")
+	if b.ctx.Err() != nil {
+		return errBootCancelled
 	}
 	return fmt.Errorf("the shim started but cannot be followed: %w", err)
 }
@@ -254,20 +320,8 @@ func (i *Instance) spawnShim(ctx context.Context, bin, cfgPath string) error {
 		// A shim still starting has no VM worth keeping; its QEMU dies
 		// with it (parent-death signal).
 		cmd.Process.Kill()
-		return fmt.Errorf("the boot was cancelled before the VM started")
+		return errBootCancelled
 	}
-}
-
-func readShimRecord(path string) (*shim.Record, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var r shim.Record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, err
-	}
-	return &r, nil
 }
 
 // killLeftover ends a hypervisor whose shim died, but only if the process
@@ -290,16 +344,20 @@ func killLeftover(pid int, runDir string) {
 // refuses, or it belongs to an earlier boot of the host; a shim that does
 // not answer in time is kept and asked again later.
 func (m *Manager) reattach(i *Instance) {
-	rec, err := readShimRecord(m.lay.RunFile(i.name, layout.ShimRecord))
+	rec, err := api.ReadRecord(m.lay.RunFile(i.name, layout.ShimRecord))
 	if err != nil {
 		i.settleMissing("the VM was not running when hypefs started (no shim record)")
 		return
 	}
-	if id := host.BootID(); id != "" && rec.BootID != "" && id != rec.BootID {
+	if id := bootid.Current(); id != "" && rec.BootID != "" && id != rec.BootID {
 		i.settleMissing("the host restarted since the VM last ran")
 		return
 	}
 	c := client.New(m.lay.RunFile(i.name, layout.APISock))
+	if rec.APIVersion != api.APIVersion {
+		m.endForeign(i, rec, c)
+		return
+	}
 	if m.tryAttach(i, rec, c) {
 		c.Close()
 		return
@@ -323,10 +381,26 @@ func (m *Manager) reattach(i *Instance) {
 	}()
 }
 
+// endForeign ends the VM of a shim that speaks another version of the
+// daemon/shim protocol (one started by another hypefs): this daemon cannot
+// follow it, and a VM nobody can see must not keep running. vmm.shutdown
+// is Cloud Hypervisor's and means the same in every version.
+func (m *Manager) endForeign(i *Instance, rec *api.Record, c *client.Client) {
+	ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+	err := c.ShutdownVMM(ctx)
+	cancel()
+	c.Close()
+	if err != nil && !isGone(err) {
+		m.log.Warn("shim of another protocol version did not end", "instance", i.name, "shim_pid", rec.ShimPID, "err", err)
+	}
+	i.settleMissing(fmt.Sprintf("the VM ran under a shim of protocol version %d (pid %d), which this hypefs (version %d) cannot follow, so it was ended (hint: echo start > ctl)",
+		rec.APIVersion, rec.ShimPID, api.APIVersion))
+}
+
 // tryAttach asks a shim for its status once: it attaches to a shim that
 // answers, settles one that is gone, and reports false only when the
 // shim did not answer in time (not proof of death: ask again).
-func (m *Manager) tryAttach(i *Instance, rec *shim.Record, c *client.Client) bool {
+func (m *Manager) tryAttach(i *Instance, rec *api.Record, c *client.Client) bool {
 	ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
 	_, err := c.Status(ctx)
 	cancel()
@@ -361,7 +435,7 @@ func (i *Instance) partsEnded() {
 
 // settleGone settles a run whose shim was already gone when the daemon
 // came to look for it.
-func (i *Instance) settleGone(rec *shim.Record) {
+func (i *Instance) settleGone(rec *api.Record) {
 	r := &run{rec: rec, client: client.New(i.m.lay.RunFile(i.name, layout.APISock)), cancel: func() {},
 		settled: make(chan struct{}), applied: make(chan struct{})}
 	i.mu.Lock()

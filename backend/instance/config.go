@@ -3,7 +3,9 @@ package instance
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"hypefs/backend/host"
+	"hypefs/internal/errno"
 )
 
 // Config is an instance's normalized configuration (DESIGN §2.1). Reading
@@ -46,44 +49,40 @@ const (
 
 // DefaultConfig is what {} means.
 func DefaultConfig() Config {
-	return Config{CPUs: 1, Memory: "256M", Disk: "1G", Accel: "auto", Hypervisor: "auto", Env: map[string]string{}, Network: networkDefault}
+	return Config{CPUs: 1, Memory: "256M", Disk: "1G", Accel: "auto", Hypervisor: "auto", Env: map[string]string{}}
 }
 
-// What "network" means in this daemon; see SetNetworkPolicy.
-var (
-	networkDefault bool
-	networkOff     string
-)
-
-// SetNetworkPolicy is called once at daemon start, before any config is
-// parsed: on is the default of "network" (true where guest networking
-// works); when off is not empty, "network": true is refused with off as
-// the reason. The default, for tests, is networking off and unrefused.
-func SetNetworkPolicy(on bool, off string) { networkDefault, networkOff = on, off }
-
-var knownKeys = []string{"accel", "cmd", "cpus", "disk", "entrypoint", "env", "hypervisor", "image", "memory", "network", "workdir"}
+// NetworkPolicy is what "network" means in one daemon: On is its default
+// (true where guest networking works); when Off is not empty, "network":
+// true is refused with Off as the reason. The zero value is networking
+// off by default and never refused.
+type NetworkPolicy struct {
+	On  bool
+	Off string
+}
 
 // ParseConfig validates raw JSON and returns the normalized config. Every
-// refusal is an *Error with EINVAL whose sentence names the key and the problem.
-func ParseConfig(raw []byte) (Config, error) {
+// refusal is an *errno.Error with EINVAL whose sentence names the key and the problem.
+func ParseConfig(raw []byte, net NetworkPolicy) (Config, error) {
 	c := DefaultConfig()
+	c.Network = net.On
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
-		return c, errf(syscall.EINVAL, `config is empty: write a JSON object, e.g. {} or {"memory":"512M"}`)
+		return c, errno.Errorf(syscall.EINVAL, `config is empty: write a JSON object, e.g. {} or {"memory":"512M"}`)
 	}
 	if !utf8.Valid(raw) {
-		return c, errf(syscall.EINVAL, "config is not valid UTF-8 text")
+		return c, errno.Errorf(syscall.EINVAL, "config is not valid UTF-8 text")
 	}
 	var obj map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(&obj); err != nil {
-		return c, errf(syscall.EINVAL, "config is not a JSON object: %s", jsonProblem(err))
+		return c, errno.Errorf(syscall.EINVAL, "config is not a JSON object: %s", jsonProblem(err))
 	}
 	if obj == nil {
-		return c, errf(syscall.EINVAL, "config must be a JSON object, not null")
+		return c, errno.Errorf(syscall.EINVAL, "config must be a JSON object, not null")
 	}
 	if dec.More() {
-		return c, errf(syscall.EINVAL, "config holds more than one JSON value: write a single object")
+		return c, errno.Errorf(syscall.EINVAL, "config holds more than one JSON value: write a single object")
 	}
 	keys := make([]string, 0, len(obj))
 	for k := range obj {
@@ -91,127 +90,179 @@ func ParseConfig(raw []byte) (Config, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if err := c.set(k, obj[k]); err != nil {
+		if err := c.set(k, obj[k], net); err != nil {
 			return DefaultConfig(), err
 		}
 	}
 	return c, nil
 }
 
-func (c *Config) set(key string, v json.RawMessage) error {
-	bad := func(format string, args ...any) error {
-		return errf(syscall.EINVAL, "config key %q: %s", key, fmt.Sprintf(format, args...))
+// set validates one key's value and stores it.
+func (c *Config) set(key string, v json.RawMessage, net NetworkPolicy) error {
+	setter, ok := setters[key]
+	if !ok {
+		return errno.Errorf(syscall.EINVAL, "config key %q is unknown (known keys: %s)", key, strings.Join(knownKeys(), ", "))
 	}
-	switch key {
-	case "image":
-		if err := json.Unmarshal(v, &c.Image); err != nil {
-			return bad("must be a string (an OCI reference such as \"alpine:3.20\"), got %s", kind(v))
-		}
-		if c.Image != "" {
-			if _, err := name.ParseReference(c.Image); err != nil {
-				return bad("%q is not a valid image reference (%v); write it as e.g. \"alpine:3.20\" or \"registry.example.com/team/app:v1\"", c.Image, err)
-			}
-		}
-	case "cpus":
-		var n json.Number
-		if kind(v) != "a number" || json.Unmarshal(v, &n) != nil {
-			return bad("must be a whole number, got %s", kind(v))
-		}
-		i, err := strconv.Atoi(n.String())
-		if err != nil {
-			return bad("must be a whole number, got %s", n)
-		}
-		limit := min(MaxCPUs, max(host.Probe().CPUs, 1))
-		if i < 1 || i > limit {
-			return bad("must be between 1 and %d (this host's CPUs), got %d", limit, i)
-		}
-		c.CPUs = i
-	case "memory":
-		mib, err := parseSize(v, "M")
-		if err != nil {
-			return bad("%s", err)
-		}
-		limit := int64(host.Probe().MemoryBytes >> 20)
-		if mib < MinMemoryMiB {
-			return bad("must be at least %dM, got %dM", MinMemoryMiB, mib)
-		}
-		if limit > 0 && mib > limit {
-			return bad("must be at most %dM (this host's memory), got %dM", limit, mib)
-		}
-		c.Memory = strconv.FormatInt(mib, 10) + "M"
-	case "disk":
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return bad("must be a size string such as \"1G\", got %s", kind(v))
-		}
-		mib, err := parseSize(v, "M")
-		if err != nil {
-			return bad("%s", err)
-		}
-		if mib < 16 {
-			return bad("must be at least 16M, got %s", s)
-		}
-		c.Disk = s
-	case "entrypoint", "cmd":
-		var a []string
-		if err := json.Unmarshal(v, &a); err != nil {
-			return bad("must be an array of strings, got %s", kind(v))
-		}
-		if key == "entrypoint" {
-			c.Entrypoint = a
-		} else {
-			c.Cmd = a
-		}
-	case "env":
-		var m map[string]string
-		if err := json.Unmarshal(v, &m); err != nil {
-			return bad("must be an object of string values, got %s", kind(v))
-		}
-		for k := range m {
-			if k == "" || strings.ContainsAny(k, "=\x00") {
-				return bad("variable name %q is not valid", k)
-			}
-		}
-		if m == nil {
-			m = map[string]string{}
-		}
-		c.Env = m
-	case "workdir":
-		if err := json.Unmarshal(v, &c.Workdir); err != nil {
-			return bad("must be a string, got %s", kind(v))
-		}
-		if c.Workdir != "" && !strings.HasPrefix(c.Workdir, "/") {
-			return bad("must be an absolute path, got %q", c.Workdir)
-		}
-	case "network":
-		if err := json.Unmarshal(v, &c.Network); err != nil {
-			return bad("must be true or false, got %s", kind(v))
-		}
-		if c.Network && networkOff != "" {
-			return bad("guest networking is off in this daemon: %s; use false or leave it out", networkOff)
-		}
-	case "accel":
-		if err := json.Unmarshal(v, &c.Accel); err != nil {
-			return bad("must be a string, got %s", kind(v))
-		}
-		if _, err := host.ResolveAccel(c.Accel); err != nil {
-			return bad("%s", err)
-		}
-	case "hypervisor":
-		if err := json.Unmarshal(v, &c.Hypervisor); err != nil {
-			return bad("must be a string, got %s", kind(v))
-		}
-		switch c.Hypervisor {
-		case "auto", host.DefaultHypervisor():
-		case "qemu", "vz":
-			return bad("%q is not available on this host (it uses %q)", c.Hypervisor, host.DefaultHypervisor())
-		default:
-			return bad("must be \"auto\", \"qemu\" or \"vz\", got %q", c.Hypervisor)
-		}
-	default:
-		return errf(syscall.EINVAL, "config key %q is unknown (known keys: %s)", key, strings.Join(knownKeys, ", "))
+	problem := setter(c, v)
+	if problem == nil && key == "network" && c.Network && net.Off != "" {
+		problem = fmt.Errorf("guest networking is off in this daemon: %s; use false or leave it out", net.Off)
+	}
+	if problem != nil {
+		return errno.Errorf(syscall.EINVAL, "config key %q: %s", key, problem)
 	}
 	return nil
+}
+
+// setters validate and store each key. A setter's error is the problem
+// with the value, as a sentence fragment: set names the key before it.
+var setters = map[string]func(c *Config, v json.RawMessage) error{
+	"image":      setImage,
+	"cpus":       setCPUs,
+	"memory":     setMemory,
+	"disk":       setDisk,
+	"entrypoint": func(c *Config, v json.RawMessage) error { return setArgs(&c.Entrypoint, v) },
+	"cmd":        func(c *Config, v json.RawMessage) error { return setArgs(&c.Cmd, v) },
+	"env":        setEnv,
+	"workdir":    setWorkdir,
+	"network":    setNetwork,
+	"accel":      setAccel,
+	"hypervisor": setHypervisor,
+}
+
+func knownKeys() []string {
+	keys := make([]string, 0, len(setters))
+	for k := range setters {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func setImage(c *Config, v json.RawMessage) error {
+	if err := json.Unmarshal(v, &c.Image); err != nil {
+		return fmt.Errorf("must be a string (an OCI reference such as \"alpine:3.20\"), got %s", kind(v))
+	}
+	if c.Image != "" {
+		if _, err := name.ParseReference(c.Image); err != nil {
+			return fmt.Errorf("%q is not a valid image reference (%v); write it as e.g. \"alpine:3.20\" or \"registry.example.com/team/app:v1\"", c.Image, err)
+		}
+	}
+	return nil
+}
+
+func setCPUs(c *Config, v json.RawMessage) error {
+	var n json.Number
+	if kind(v) != "a number" || json.Unmarshal(v, &n) != nil {
+		return fmt.Errorf("must be a whole number, got %s", kind(v))
+	}
+	i, err := strconv.Atoi(n.String())
+	if err != nil {
+		return fmt.Errorf("must be a whole number, got %s", n)
+	}
+	limit := min(MaxCPUs, max(host.Probe().CPUs, 1))
+	if i < 1 || i > limit {
+		return fmt.Errorf("must be between 1 and %d (this host's CPUs), got %d", limit, i)
+	}
+	c.CPUs = i
+	return nil
+}
+
+func setMemory(c *Config, v json.RawMessage) error {
+	mib, err := parseSize(v, "M")
+	if err != nil {
+		return err
+	}
+	limit := int64(host.Probe().MemoryBytes >> 20)
+	if mib < MinMemoryMiB {
+		return fmt.Errorf("must be at least %dM, got %dM", MinMemoryMiB, mib)
+	}
+	if limit > 0 && mib > limit {
+		return fmt.Errorf("must be at most %dM (this host's memory), got %dM", limit, mib)
+	}
+	c.Memory = strconv.FormatInt(mib, 10) + "M"
+	return nil
+}
+
+func setDisk(c *Config, v json.RawMessage) error {
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return fmt.Errorf("must be a size string such as \"1G\", got %s", kind(v))
+	}
+	mib, err := parseSize(v, "M")
+	if err != nil {
+		return err
+	}
+	if mib < 16 {
+		return fmt.Errorf("must be at least 16M, got %s", s)
+	}
+	c.Disk = s
+	return nil
+}
+
+func setArgs(dst *[]string, v json.RawMessage) error {
+	var a []string
+	if err := json.Unmarshal(v, &a); err != nil {
+		return fmt.Errorf("must be an array of strings, got %s", kind(v))
+	}
+	*dst = a
+	return nil
+}
+
+func setEnv(c *Config, v json.RawMessage) error {
+	var m map[string]string
+	if err := json.Unmarshal(v, &m); err != nil {
+		return fmt.Errorf("must be an object of string values, got %s", kind(v))
+	}
+	for k := range m {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf("variable name %q is not valid", k)
+		}
+	}
+	if m == nil {
+		m = map[string]string{}
+	}
+	c.Env = m
+	return nil
+}
+
+func setWorkdir(c *Config, v json.RawMessage) error {
+	if err := json.Unmarshal(v, &c.Workdir); err != nil {
+		return fmt.Errorf("must be a string, got %s", kind(v))
+	}
+	if c.Workdir != "" && !strings.HasPrefix(c.Workdir, "/") {
+		return fmt.Errorf("must be an absolute path, got %q", c.Workdir)
+	}
+	return nil
+}
+
+func setNetwork(c *Config, v json.RawMessage) error {
+	if err := json.Unmarshal(v, &c.Network); err != nil {
+		return fmt.Errorf("must be true or false, got %s", kind(v))
+	}
+	return nil
+}
+
+func setAccel(c *Config, v json.RawMessage) error {
+	if err := json.Unmarshal(v, &c.Accel); err != nil {
+		return fmt.Errorf("must be a string, got %s", kind(v))
+	}
+	if _, err := host.ResolveAccel(c.Accel); err != nil {
+		return err
+	}
+	return nil
+}
+
+func setHypervisor(c *Config, v json.RawMessage) error {
+	if err := json.Unmarshal(v, &c.Hypervisor); err != nil {
+		return fmt.Errorf("must be a string, got %s", kind(v))
+	}
+	switch c.Hypervisor {
+	case "auto", host.DefaultHypervisor():
+		return nil
+	case "qemu", "vz":
+		return fmt.Errorf("%q is not available on this host (it uses %q)", c.Hypervisor, host.DefaultHypervisor())
+	}
+	return fmt.Errorf("must be \"auto\", \"qemu\" or \"vz\", got %q", c.Hypervisor)
 }
 
 // parseSize reads a size as an int (in unit) or a string "512M", "1G",
@@ -280,13 +331,14 @@ func kind(v json.RawMessage) string {
 }
 
 func jsonProblem(err error) string {
-	switch e := err.(type) {
-	case *json.SyntaxError:
-		return fmt.Sprintf("%s at byte %d", e.Error(), e.Offset)
-	case *json.UnmarshalTypeError:
-		return fmt.Sprintf("found %s", e.Value)
-	}
-	if err.Error() == "unexpected EOF" {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("%s at byte %d", se.Error(), se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("found %s", te.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "it ends too early (unbalanced braces or quotes?)"
 	}
 	return err.Error()

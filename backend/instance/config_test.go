@@ -5,10 +5,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"hypefs/internal/errno"
 )
 
 func TestParseConfigDefaults(t *testing.T) {
-	c, err := ParseConfig([]byte("{}\n"))
+	c, err := ParseConfig([]byte("{}\n"), NetworkPolicy{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +28,7 @@ func TestParseConfigSizes(t *testing.T) {
 		`{"memory":"1.5g"}`:   1536,
 		`{"memory":"65536K"}`: 64,
 	} {
-		c, err := ParseConfig([]byte(in))
+		c, err := ParseConfig([]byte(in), NetworkPolicy{})
 		if err != nil || c.MemoryMiB() != want {
 			t.Errorf("%s: %d, %v; want %d", in, c.MemoryMiB(), err, want)
 		}
@@ -68,13 +70,13 @@ func TestParseConfigRefusals(t *testing.T) {
 		`{"image":5}`:            `"image"`,
 	}
 	for in, word := range cases {
-		_, err := ParseConfig([]byte(in))
+		_, err := ParseConfig([]byte(in), NetworkPolicy{})
 		if err == nil {
 			t.Errorf("%q accepted", in)
 			continue
 		}
 		if !errors.Is(err, syscall.EINVAL) {
-			t.Errorf("%q: errno %v, want EINVAL", in, Errno(err))
+			t.Errorf("%q: errno %v, want EINVAL", in, errno.Of(err))
 		}
 		if !strings.Contains(err.Error(), word) {
 			t.Errorf("%q: %q does not mention %s", in, err, word)

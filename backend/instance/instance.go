@@ -3,8 +3,10 @@ package instance
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -12,9 +14,9 @@ import (
 
 	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
-	"hypefs/shim"
+	"hypefs/internal/errno"
 	"hypefs/shim/api"
-	"hypefs/shim/client"
+	"hypefs/shim/engine"
 )
 
 // States (DESIGN §2.4).
@@ -41,15 +43,15 @@ func live(state string) bool {
 
 // record is what state.json holds.
 type record struct {
-	Name    string           `json:"name"`
-	Created time.Time        `json:"created"`
-	Updated time.Time        `json:"updated"`
-	State   string           `json:"state"`
-	Changed time.Time        `json:"changed"` // when State last changed
-	Config  *Config          `json:"config,omitempty"`
-	Error   string           `json:"error,omitempty"`
-	Exit    *shim.ExitRecord `json:"exit,omitempty"`
-	Started *time.Time       `json:"started,omitempty"`
+	Name    string          `json:"name"`
+	Created time.Time       `json:"created"`
+	Updated time.Time       `json:"updated"`
+	State   string          `json:"state"`
+	Changed time.Time       `json:"changed"` // when State last changed
+	Config  *Config         `json:"config,omitempty"`
+	Error   string          `json:"error,omitempty"`
+	Exit    *api.ExitRecord `json:"exit,omitempty"`
+	Started *time.Time      `json:"started,omitempty"`
 	// Facts the parts reported for the last boot (ip, mac, tap, image...).
 	Facts map[string]string `json:"facts,omitempty"`
 }
@@ -127,35 +129,8 @@ func (i *Instance) VMMLogPath() string { return i.m.lay.InstanceFile(i.name, lay
 // ConsoleSocket is the shim's live console socket.
 func (i *Instance) ConsoleSocket() string { return i.m.lay.RunFile(i.name, layout.ConsoleSock) }
 
-// Exit is how the VM last ended, if it did.
-func (i *Instance) Exit() *shim.ExitRecord {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.rec.Exit
-}
-
-// ShimRecord is the running shim's record, if any.
-func (i *Instance) ShimRecord() *shim.Record {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.cur == nil {
-		return nil
-	}
-	return i.cur.rec
-}
-
-// Client is the running shim's API client, or nil.
-func (i *Instance) Client() *client.Client {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.cur == nil {
-		return nil
-	}
-	return i.cur.client
-}
-
 // fail records a refusal in the error file and returns it.
-func (i *Instance) fail(err *Error) error {
+func (i *Instance) fail(err *errno.Error) error {
 	i.mu.Lock()
 	i.rec.Error = err.Msg
 	i.saveLocked()
@@ -214,21 +189,25 @@ func (i *Instance) saveNow() {
 // next start. A running instance refuses with EBUSY.
 func (i *Instance) SetConfig(raw []byte) error {
 	if len(raw) > MaxConfig {
-		return i.fail(errf(syscall.EFBIG, "config is %d bytes; at most %d are accepted", len(raw), MaxConfig))
+		return i.fail(errno.Errorf(syscall.EFBIG, "config is %d bytes; at most %d are accepted", len(raw), MaxConfig))
 	}
-	c, err := ParseConfig(raw)
+	c, err := ParseConfig(raw, i.m.network)
 	if err != nil {
-		return i.fail(err.(*Error))
+		var refusal *errno.Error
+		if errors.As(err, &refusal) {
+			return i.fail(refusal)
+		}
+		return err
 	}
 	i.mu.Lock()
 	st, booting, gone := i.rec.State, i.boot != nil, i.deleted
 	if gone {
 		i.mu.Unlock()
-		return errf(syscall.ENOENT, "instance %q was removed", i.name)
+		return errno.Errorf(syscall.ENOENT, "instance %q was removed", i.name)
 	}
 	if live(st) || booting {
 		i.mu.Unlock()
-		return i.fail(errf(syscall.EBUSY, "config cannot change while the instance is %s (hint: echo kill > ctl, or shutdown, first)", st))
+		return i.fail(errno.Errorf(syscall.EBUSY, "config cannot change while the instance is %s (hint: echo kill > ctl, or shutdown, first)", st))
 	}
 	i.rec.Config = &c
 	i.rec.Error = ""
@@ -270,93 +249,102 @@ func (i *Instance) ValidCommands() []string {
 
 // Ctl runs one ctl command (DESIGN §2.2).
 func (i *Instance) Ctl(line string) error {
-	cmd := strings.TrimSpace(line)
-	if strings.ContainsAny(cmd, "\n") {
-		return i.fail(errf(syscall.EINVAL, "ctl takes one command per write, got %q", line))
-	}
-	known := false
-	for _, c := range Commands {
-		known = known || c == cmd
-	}
-	if !known {
-		if cmd == "" {
-			return i.fail(errf(syscall.EINVAL, "empty ctl command (valid: %s)", strings.Join(Commands, ", ")))
-		}
-		return i.fail(errf(syscall.EINVAL, "unknown ctl command %q (valid: %s)", cmd, strings.Join(Commands, ", ")))
+	cmd, err := parseCtl(line)
+	if err != nil {
+		return i.fail(err)
 	}
 	i.mu.Lock()
 	st, booting, r, gone := i.rec.State, i.boot != nil, i.cur, i.deleted
 	hasConfig := i.rec.Config != nil
 	i.mu.Unlock()
 	if gone {
-		return errf(syscall.ENOENT, "instance %q was removed", i.name)
+		return errno.Errorf(syscall.ENOENT, "instance %q was removed", i.name)
 	}
 	if booting && cmd != "kill" && cmd != "shutdown" {
-		return i.fail(errf(syscall.EBUSY, "%s: the instance is still being set up; try again in a moment", cmd))
+		return i.fail(errno.Errorf(syscall.EBUSY, "%s: the instance is still being set up; try again in a moment", cmd))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	wrong := func() error {
-		valid := strings.Join(i.ValidCommands(), ", ")
-		if valid == "" {
-			valid = "none until a config is written"
-		}
-		return i.fail(errf(syscall.EBUSY, "%s: not possible while the instance is %s (valid now: %s)", cmd, st, valid))
-	}
 	switch cmd {
 	case "start":
 		if !hasConfig {
-			return i.fail(errf(syscall.EBUSY, "start: the instance has no config yet (hint: echo '{}' > config)"))
+			return i.fail(errno.Errorf(syscall.EBUSY, "start: the instance has no config yet (hint: echo '{}' > config)"))
 		}
 		if live(st) || booting {
-			return wrong()
+			return i.wrongState(cmd, st)
 		}
 		return i.start()
 	case "kill", "shutdown":
-		if booting {
-			// Nothing runs yet that a power button could reach: stop
-			// the set-up. If it finished meanwhile, go on below.
-			i.cancelBoot(cmd)
-			i.mu.Lock()
-			st, r = i.rec.State, i.cur
-			i.mu.Unlock()
-		}
-		if r == nil || !live(st) {
-			return nil
-		}
-		if cmd == "kill" {
-			return i.kill(ctx, r)
-		}
-		return i.shutdown(ctx, r, st)
+		return i.end(ctx, cmd, booting)
 	}
-	// pause, resume, reboot need a VM in the right state.
-	if r == nil {
-		return wrong()
+	return i.act(ctx, cmd, st, r)
+}
+
+// parseCtl checks that a ctl write holds one known command.
+func parseCtl(line string) (string, *errno.Error) {
+	cmd := strings.TrimSpace(line)
+	switch {
+	case strings.ContainsAny(cmd, "\n"):
+		return "", errno.Errorf(syscall.EINVAL, "ctl takes one command per write, got %q", line)
+	case slices.Contains(Commands, cmd):
+		return cmd, nil
+	case cmd == "":
+		return "", errno.Errorf(syscall.EINVAL, "empty ctl command (valid: %s)", strings.Join(Commands, ", "))
 	}
-	var path string
-	switch cmd {
-	case "pause":
-		if st != Running && st != Booting {
-			return wrong()
-		}
-		path = api.PathPause
-	case "resume":
-		if st != Paused {
-			return wrong()
-		}
-		path = api.PathResume
-	case "reboot":
-		if st != Running && st != Booting {
-			return wrong()
-		}
-		path = api.PathReboot
+	return "", errno.Errorf(syscall.EINVAL, "unknown ctl command %q (valid: %s)", cmd, strings.Join(Commands, ", "))
+}
+
+// wrongState refuses a command the state st does not allow.
+func (i *Instance) wrongState(cmd, st string) error {
+	valid := strings.Join(i.ValidCommands(), ", ")
+	if valid == "" {
+		valid = "none until a config is written"
 	}
-	eff, err := r.client.Act(ctx, path, nil)
+	return i.fail(errno.Errorf(syscall.EBUSY, "%s: not possible while the instance is %s (valid now: %s)", cmd, st, valid))
+}
+
+// end runs kill or shutdown. A boot still being set up is cancelled
+// first: nothing runs yet that a power button could reach. If the boot
+// finished meanwhile, the VM it started is ended.
+func (i *Instance) end(ctx context.Context, cmd string, booting bool) error {
+	if booting {
+		i.cancelBoot(cmd)
+	}
+	i.mu.Lock()
+	st, r := i.rec.State, i.cur
+	i.mu.Unlock()
+	if r == nil || !live(st) {
+		return nil
+	}
+	if cmd == "kill" {
+		return i.kill(ctx, r)
+	}
+	return i.shutdown(ctx, r, st)
+}
+
+// actions are the ctl commands the shim runs on a live VM, with the
+// states that allow them.
+var actions = map[string]struct {
+	path string
+	from []string
+}{
+	"pause":  {api.PathPause, []string{Running, Booting}},
+	"resume": {api.PathResume, []string{Paused}},
+	"reboot": {api.PathReboot, []string{Running, Booting}},
+}
+
+// act runs pause, resume or reboot and applies its effect at once.
+func (i *Instance) act(ctx context.Context, cmd, st string, r *run) error {
+	a := actions[cmd]
+	if r == nil || !slices.Contains(a.from, st) {
+		return i.wrongState(cmd, st)
+	}
+	eff, err := r.client.Act(ctx, a.path, nil)
 	if err != nil {
-		if errorsIsState(err) {
-			return i.fail(errf(syscall.EBUSY, "%s: %v", cmd, err))
+		if errors.Is(err, engine.ErrWrongState) {
+			return i.fail(errno.Errorf(syscall.EBUSY, "%s: %v", cmd, err))
 		}
-		return i.fail(errf(syscall.EIO, "%s: %v", cmd, err))
+		return i.fail(errno.Errorf(syscall.EIO, "%s: %v", cmd, err))
 	}
 	i.applyEffect(r, eff, cmd)
 	return nil
@@ -368,13 +356,13 @@ const killWait = 20 * time.Second
 // kill ends the VM now and returns once it is recorded as ended.
 func (i *Instance) kill(ctx context.Context, r *run) error {
 	if _, err := r.client.Act(ctx, api.PathShutdown, nil); err != nil && !isGone(err) {
-		return i.fail(errf(syscall.EIO, "kill: %v", err))
+		return i.fail(errno.Errorf(syscall.EIO, "kill: %v", err))
 	}
 	select {
 	case <-r.settled:
 		return nil
 	case <-time.After(killWait):
-		return i.fail(errf(syscall.EIO, "kill: the VM was told to end but has not ended after %s; see vmm.log and shim.log", killWait))
+		return i.fail(errno.Errorf(syscall.EIO, "kill: the VM was told to end but has not ended after %s; see vmm.log and shim.log", killWait))
 	}
 }
 
@@ -387,13 +375,13 @@ func (i *Instance) shutdown(ctx context.Context, r *run, st string) error {
 	if st == Paused {
 		eff, err := r.client.Act(ctx, api.PathResume, nil)
 		if err != nil && !isGone(err) {
-			return i.fail(errf(syscall.EIO, "shutdown: resume before the power button: %v", err))
+			return i.fail(errno.Errorf(syscall.EIO, "shutdown: resume before the power button: %v", err))
 		}
 		i.applyEffect(r, eff, "resume")
 	}
 	eff, err := r.client.Act(ctx, api.PathGracefulStop, api.GracefulStop{TimeoutSeconds: i.m.shutdownTimeout.Seconds()})
 	if err != nil && !isGone(err) {
-		return i.fail(errf(syscall.EIO, "shutdown: %v", err))
+		return i.fail(errno.Errorf(syscall.EIO, "shutdown: %v", err))
 	}
 	i.applyEffect(r, eff, "power button pressed")
 	return nil
@@ -403,24 +391,24 @@ func (i *Instance) String() string { return fmt.Sprintf("instance %s", i.name) }
 
 // Refuse records a refusal made on the instance's behalf (by the file
 // tree) in its error file and returns it as an error carrying errno.
-func (i *Instance) Refuse(errno syscall.Errno, msg string) error {
-	return i.fail(errf(errno, "%s", msg))
+func (i *Instance) Refuse(code syscall.Errno, msg string) error {
+	return i.fail(errno.New(code, msg))
 }
 
 // Info is what the info file shows.
 type Info struct {
-	Name          string           `json:"name"`
-	State         string           `json:"state"`
-	Accel         string           `json:"accel,omitempty"`
-	Hypervisor    string           `json:"hypervisor,omitempty"`
-	ShimPID       int              `json:"shim_pid,omitempty"`
-	HypervisorPID int              `json:"hypervisor_pid,omitempty"`
-	Created       time.Time        `json:"created"`
-	Started       *time.Time       `json:"started,omitempty"`
-	Exit          *shim.ExitRecord `json:"exit,omitempty"`
-	APISocket     string           `json:"api_socket,omitempty"`
-	VsockSocket   string           `json:"vsock_socket,omitempty"`
-	Error         string           `json:"error,omitempty"`
+	Name          string          `json:"name"`
+	State         string          `json:"state"`
+	Accel         string          `json:"accel,omitempty"`
+	Hypervisor    string          `json:"hypervisor,omitempty"`
+	ShimPID       int             `json:"shim_pid,omitempty"`
+	HypervisorPID int             `json:"hypervisor_pid,omitempty"`
+	Created       time.Time       `json:"created"`
+	Started       *time.Time      `json:"started,omitempty"`
+	Exit          *api.ExitRecord `json:"exit,omitempty"`
+	APISocket     string          `json:"api_socket,omitempty"`
+	VsockSocket   string          `json:"vsock_socket,omitempty"`
+	Error         string          `json:"error,omitempty"`
 	// From the parts: networking and the image. IP is the address the
 	// host gave the guest, or else the one the guest announced (DHCP).
 	IP     string `json:"ip,omitempty"`

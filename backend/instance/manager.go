@@ -19,6 +19,7 @@ import (
 
 	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
+	"hypefs/internal/errno"
 	"hypefs/shim/client"
 )
 
@@ -49,9 +50,15 @@ type Options struct {
 	OnEvent func(Event)
 	// Parts take part in every boot, in order (images, networking).
 	Parts []Part
+	// Network is what "network" means in configs.
+	Network NetworkPolicy
 }
 
 // Manager owns every instance.
+//
+// Lock order, where locks nest: Manager.mu, then Instance.saveMu, then
+// Instance.mu, then Manager.saveMu. No lock is held across a state file's
+// fsync except Instance.saveMu, which orders the writes of one instance.
 type Manager struct {
 	lay             layout.Layout
 	binDir          string
@@ -60,12 +67,14 @@ type Manager struct {
 	shutdownTimeout time.Duration
 	onEvent         func(Event)
 	parts           []Part
+	network         NetworkPolicy
 
 	ctx    context.Context // ends the followers on Close; VMs keep running
 	cancel context.CancelFunc
 
 	mu        sync.Mutex
 	instances map[string]*Instance
+	creating  map[string]bool // names being created (on disk, not yet listed)
 	wg        sync.WaitGroup
 
 	saveMu  sync.Mutex
@@ -129,8 +138,8 @@ func Open(opts Options) (*Manager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		lay: opts.Layout, binDir: opts.BinDir, busybox: opts.Busybox, log: opts.Log,
-		shutdownTimeout: opts.ShutdownTimeout, onEvent: opts.OnEvent, parts: opts.Parts,
-		ctx: ctx, cancel: cancel, instances: map[string]*Instance{},
+		shutdownTimeout: opts.ShutdownTimeout, onEvent: opts.OnEvent, parts: opts.Parts, network: opts.Network,
+		ctx: ctx, cancel: cancel, instances: map[string]*Instance{}, creating: map[string]bool{},
 		dirty: map[*Instance]bool{}, saveReq: make(chan struct{}, 1),
 	}
 	m.saverWG.Add(1)
@@ -197,22 +206,43 @@ func (m *Manager) Names() []string {
 	return names
 }
 
-// Create makes a new instance in state new (mkdir).
+// Create makes a new instance in state new (mkdir). Its directory and
+// state file are on disk when it returns; the name is reserved meanwhile
+// (a second Create of it fails with EEXIST), without holding up the
+// manager's other callers during the fsyncs.
 func (m *Manager) Create(name string) (*Instance, error) {
 	if !layout.ValidName(name) {
-		return nil, errf(syscall.EINVAL, "instance name %q is not allowed: use 1-63 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit", name)
+		return nil, errno.Errorf(syscall.EINVAL, "instance name %q is not allowed: use 1-63 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit", name)
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.instances[name]; ok {
-		return nil, errf(syscall.EEXIST, "instance %q exists", name)
+	if _, ok := m.instances[name]; ok || m.creating[name] {
+		m.mu.Unlock()
+		return nil, errno.Errorf(syscall.EEXIST, "instance %q exists", name)
 	}
+	m.creating[name] = true
+	m.mu.Unlock()
+	i, err := m.createOnDisk(name)
+	m.mu.Lock()
+	delete(m.creating, name)
+	if err == nil {
+		m.instances[name] = i
+	}
+	m.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	go m.changed(name, New, "created")
+	return i, nil
+}
+
+// createOnDisk makes a new instance's directory and state file, durably.
+func (m *Manager) createOnDisk(name string) (*Instance, error) {
 	dir := m.lay.InstanceDir(name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			// Left over by a crash between rename and removal? Refuse
 			// rather than adopt files we did not record.
-			return nil, errf(syscall.EEXIST, "instance directory %s exists on disk but is not loaded", dir)
+			return nil, errno.Errorf(syscall.EEXIST, "instance directory %s exists on disk but is not loaded", dir)
 		}
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
@@ -223,8 +253,6 @@ func (m *Manager) Create(name string) (*Instance, error) {
 	i.mu.Unlock()
 	i.saveNow()
 	atomicfile.SyncDir(m.lay.InstancesDir())
-	m.instances[name] = i
-	go m.changed(name, New, "created")
 	return i, nil
 }
 
@@ -235,13 +263,13 @@ func (m *Manager) Delete(name string) (*Instance, error) {
 	i, ok := m.instances[name]
 	m.mu.Unlock()
 	if !ok {
-		return nil, errf(syscall.ENOENT, "no instance %q", name)
+		return nil, errno.Errorf(syscall.ENOENT, "no instance %q", name)
 	}
 	i.mu.Lock()
 	st, booting := i.rec.State, i.boot != nil
 	if live(st) || booting {
 		i.mu.Unlock()
-		return nil, i.fail(errf(syscall.EBUSY, "instance %q is %s; it cannot be removed while it runs (hint: echo kill > ctl, or shutdown, first)", name, st))
+		return nil, i.fail(errno.Errorf(syscall.EBUSY, "instance %q is %s; it cannot be removed while it runs (hint: echo kill > ctl, or shutdown, first)", name, st))
 	}
 	i.deleted = true
 	if i.cur != nil {
@@ -258,7 +286,7 @@ func (m *Manager) Delete(name string) (*Instance, error) {
 	// Rename first, so that a crash mid-removal never leaves a directory
 	// that loads as a half instance.
 	dir := m.lay.InstanceDir(name)
-	trash := filepath.Join(m.lay.InstancesDir(), fmt.Sprintf(".%s.deleted-%d", name, time.Now().UnixNano()))
+	trash := m.lay.Trash(name, time.Now().UnixNano())
 	if err := os.Rename(dir, trash); err != nil {
 		m.log.Error("remove instance directory", "instance", name, "err", err)
 	} else {
@@ -285,7 +313,7 @@ func (m *Manager) load() error {
 	for _, e := range ents {
 		name := e.Name()
 		if strings.HasPrefix(name, ".") {
-			if strings.Contains(name, ".deleted-") {
+			if layout.IsTrash(name) {
 				os.RemoveAll(filepath.Join(m.lay.InstancesDir(), name))
 			}
 			continue
@@ -319,5 +347,3 @@ func (m *Manager) load() error {
 func isGone(err error) bool {
 	return errors.Is(err, client.ErrNoVM) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
 }
-
-func errorsIsState(err error) bool { return errors.Is(err, client.ErrWrongState) }

@@ -7,7 +7,6 @@ import (
 
 // What "network" means follows the daemon's network mode.
 func TestNetworkPolicy(t *testing.T) {
-	defer SetNetworkPolicy(false, "")
 	for _, tc := range []struct {
 		on      bool
 		off, in string
@@ -22,8 +21,7 @@ func TestNetworkPolicy(t *testing.T) {
 		{false, "hypefs lacks CAP_NET_ADMIN (run it as root)", `{"network":true}`, false, `config key "network": guest networking is off in this daemon: hypefs lacks CAP_NET_ADMIN`},
 		{false, "hypefs was started with --network off", `{"network":true}`, false, "--network off; use false or leave it out"},
 	} {
-		SetNetworkPolicy(tc.on, tc.off)
-		c, err := ParseConfig([]byte(tc.in))
+		c, err := ParseConfig([]byte(tc.in), NetworkPolicy{On: tc.on, Off: tc.off})
 		switch {
 		case tc.refusal != "":
 			if err == nil || !strings.Contains(err.Error(), tc.refusal) {

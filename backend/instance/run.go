@@ -2,28 +2,27 @@ package instance
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"time"
 
 	"hypefs/backend/layout"
-	"hypefs/shim"
 	"hypefs/shim/api"
 	"hypefs/shim/client"
 	"hypefs/shim/engine"
 )
 
-// run is one shim's life as the daemon follows it. Only the follower of
-// the current run changes the instance's state from what the shim says,
-// and only settle ends a run; a command waits for the follower to have
-// applied its effect (Seq) instead of writing the state itself, so that
+// run is one shim's life as the daemon follows it. A live instance's
+// state changes only to what its shim says: the follower applies the
+// shim's events, and a command applies the state its action answered
+// with (applyEffect); both go through apply, in the shim's Seq order, so
 // concurrent commands and events cannot leave a state the VM is not in.
+// Only settle ends a run, from the shim's exit record.
 //
-// Fields below the line are guarded by the instance's mu.
+// seq, events and applied are guarded by the instance's mu.
 type run struct {
-	rec     *shim.Record
+	rec     *api.Record
 	client  *client.Client
 	cancel  context.CancelFunc
 	settled chan struct{} // closed when the follower is done (settled or stopped)
@@ -36,7 +35,7 @@ type run struct {
 // attach starts following a live shim and returns once its current state
 // is applied (or after 2 s). It returns nil when the instance is gone or
 // the manager is closing.
-func (i *Instance) attach(rec *shim.Record) *run {
+func (i *Instance) attach(rec *api.Record) *run {
 	m := i.m
 	ctx, cancel := context.WithCancel(m.ctx)
 	r := &run{rec: rec, client: client.New(m.lay.RunFile(i.name, layout.APISock)), cancel: cancel,
@@ -197,10 +196,10 @@ func (i *Instance) settle(r *run) {
 	if !current {
 		return
 	}
-	var ex shim.ExitRecord
-	b, err := os.ReadFile(i.m.lay.InstanceFile(i.name, layout.ExitFile))
+	var ex api.ExitRecord
+	got, err := api.ReadExitRecord(i.m.lay.InstanceFile(i.name, layout.ExitFile))
 	if err == nil {
-		err = json.Unmarshal(b, &ex)
+		ex = *got
 	}
 	state, msg := "", ""
 	if err == nil && ex.ShimPID == rec.ShimPID {
@@ -214,7 +213,7 @@ func (i *Instance) settle(r *run) {
 	} else {
 		state = Crashed
 		msg = fmt.Sprintf("the shim (pid %d) ended unexpectedly; the VM is gone", rec.ShimPID)
-		ex = shim.ExitRecord{State: Crashed, ShimPID: rec.ShimPID, Started: rec.Started,
+		ex = api.ExitRecord{State: Crashed, ShimPID: rec.ShimPID, Started: rec.Started,
 			Exit: engine.Exit{Time: time.Now().UTC(), Code: -1, Reason: "shim died", Crashed: true}}
 		killLeftover(rec.HypervisorPID, i.m.lay.RunDir(i.name))
 	}

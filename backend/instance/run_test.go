@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"hypefs/backend/layout"
-	"hypefs/shim"
 	"hypefs/shim/api"
 	"hypefs/shim/client"
 )
@@ -89,7 +88,7 @@ func TestGuestAddressInInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &run{rec: &shim.Record{Hypervisor: "vz"}, client: client.New(filepath.Join(dir, "none.sock")), applied: make(chan struct{}), settled: make(chan struct{})}
+	r := &run{rec: &api.Record{Hypervisor: "vz"}, client: client.New(filepath.Join(dir, "none.sock")), applied: make(chan struct{}), settled: make(chan struct{})}
 	i.mu.Lock()
 	i.cur = r
 	i.mu.Unlock()

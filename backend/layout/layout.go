@@ -1,5 +1,7 @@
-// Package layout owns where hypefs keeps things on disk. Every file an
-// instance has is named here, and docs/layout.md describes each one.
+// Package layout owns where hypefs keeps things on disk: every file and
+// directory name the daemon and its backend parts use is named here, and
+// docs/layout.md describes each one. (The shim is handed its paths in its
+// config; only the engine names what it makes inside its own e/.)
 //
 //	DATA/instances/NAME/           survives reboots
 //	    state.json                 the daemon's record: config, state, error, last exit
@@ -9,7 +11,10 @@
 //	    exit.json                  how the VM last ended, written by the shim
 //	    machine-id                 the VM's machine identifier (vz)
 //	    disk.ext4, run-config.img, image.json   image instances (backend/image)
+//	DATA/instances/.NAME.deleted-N/   an instance being removed
 //	DATA/images/                   the OCI image store (backend/image)
+//	    refs.json, tmp/, sha256/HEX/{rootfs.erofs,config.json,image.json}
+//	DATA/network/leases.json       guest addresses (backend/network)
 //	RUN/NAME/ (or RUN/h/HASH/)     gone after a reboot
 //	    shim.json                  the shim's record: pids, boot id, start time
 //	    shim-config.json           what the daemon asked the shim to run
@@ -17,14 +22,20 @@
 //	    console.sock               live console
 //	    vsock.sock                 vsock proxy (CONNECT port)
 //	    e/                         the engine's private sockets
+//	KERNELS/VERSION/               a guest kernel: vmlinux (Image on arm64), arch,
+//	                               modules/, initramfs/ (backend/guest)
+//	KERNELS/busybox-ARCH           the guest's static busybox
 package layout
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"path/filepath"
 	"regexp"
-	"runtime"
+	"strings"
+
+	"hypefs/internal/sock"
 )
 
 // Files of an instance's data directory.
@@ -50,13 +61,61 @@ const (
 	LongestSock = ConsoleSock
 )
 
-// SunPathMax is the size of sockaddr_un.sun_path, NUL included.
-func SunPathMax() int {
-	if runtime.GOOS == "darwin" {
-		return 104
+// The image store (backend/image, docs/images.md): DATA/images.
+const (
+	ImagesDir   = "images"
+	ImageRefs   = "refs.json"    // reference -> image digest, for ready images
+	ImageTmp    = "tmp"          // pulls in progress; emptied at start
+	ImageRootfs = "rootfs.erofs" // in sha256/HEX/: the read-only base disk
+	ImageConfig = "config.json"  // in sha256/HEX/: the OCI config
+	ImageMeta   = "image.json"   // in sha256/HEX/: digest, sizes, platform
+	// ScratchPrefix starts the trees flattened in tmpfs (/dev/shm), with
+	// the daemon's pid after it, so that a later daemon can tell a dead
+	// one's leftovers.
+	ScratchPrefix = "hypefs-tree-"
+)
+
+// Files the image part keeps in an instance's data directory.
+const (
+	WritableDisk  = "disk.ext4"      // the writable layer (overlayfs upper), kept across boots
+	RunConfigDisk = "run-config.img" // argv, env, workdir, user; rewritten at every boot
+	ImageInUse    = "image.json"     // the reference and digest the VM runs
+)
+
+// Guest networking (backend/network, docs/network.md): DATA/network.
+const (
+	NetworkDir = "network"
+	Leases     = "leases.json" // the subnet, the last address, instance -> address
+)
+
+// The guest kernel cache (backend/guest, docs/guest.md): KERNELS/VERSION/
+// holds one kernel, its modules and the initramfs images built from them.
+const (
+	KernelArch       = "arch"            // "amd64" or "arm64"
+	KernelModules    = "modules"         // <name>.ko, flat
+	KernelModOrder   = "modules/order"   // module names in load order, one a line
+	KernelModMissing = "modules/missing" // modules the guest asks for that the package lacks
+	KernelInitramfs  = "initramfs"       // built initramfs images: HASH.cpio.gz, and .ref files
+)
+
+// KernelImage is the uncompressed kernel in a version's directory.
+func KernelImage(arch string) string {
+	if arch == "arm64" {
+		return "Image"
 	}
-	return 108
+	return "vmlinux"
 }
+
+// Busybox is the static busybox for a guest architecture, beside the
+// kernels (KERNELS/busybox-ARCH).
+func Busybox(arch string) string { return "busybox-" + arch }
+
+// NetnsLock is the lock file that makes one daemon the manager of guest
+// networking in the network namespace whose inode is ino.
+func NetnsLock(ino uint64) string { return fmt.Sprintf("/run/lock/hypefs-net-%d.lock", ino) }
+
+// SunPathMax is the size of sockaddr_un.sun_path, NUL included.
+func SunPathMax() int { return sock.PathMax() }
 
 // NamePattern is what an instance name may look like.
 var NamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
@@ -71,6 +130,12 @@ type Layout struct {
 	Kernels string // --kernels
 }
 
+// ImagesDir is the image store's directory.
+func (l Layout) ImagesDir() string { return filepath.Join(l.Data, ImagesDir) }
+
+// NetworkDir is guest networking's directory.
+func (l Layout) NetworkDir() string { return filepath.Join(l.Data, NetworkDir) }
+
 // InstancesDir holds one directory per instance.
 func (l Layout) InstancesDir() string { return filepath.Join(l.Data, "instances") }
 
@@ -80,6 +145,21 @@ func (l Layout) InstanceDir(name string) string { return filepath.Join(l.Instanc
 // InstanceFile is a file in an instance's persistent directory.
 func (l Layout) InstanceFile(name, file string) string {
 	return filepath.Join(l.InstanceDir(name), file)
+}
+
+// Trash is where an instance directory goes while it is removed: renamed
+// first, so that a crash mid-removal never leaves a directory that loads
+// as a half instance.
+func (l Layout) Trash(name string, n int64) string {
+	return filepath.Join(l.InstancesDir(), fmt.Sprintf(".%s%s%d", name, trashMark, n))
+}
+
+const trashMark = ".deleted-"
+
+// IsTrash reports whether an entry of the instances directory is an
+// instance being removed.
+func IsTrash(entry string) bool {
+	return strings.HasPrefix(entry, ".") && strings.Contains(entry, trashMark)
 }
 
 // RunDir is an instance's runtime directory. Socket paths must fit

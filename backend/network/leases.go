@@ -8,12 +8,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
 )
-
-// LeasesFile holds the address allocation under the network directory
-// (DATA/network/leases.json). It is rewritten atomically on every change.
-const LeasesFile = "leases.json"
 
 // ErrExhausted is returned when every address of the subnet is leased.
 var ErrExhausted = errors.New("subnet exhausted")
@@ -38,7 +35,7 @@ type leases struct {
 // loadLeases reads dir/leases.json, or starts empty. Leases outside
 // subnet (the daemon was started with another --subnet) are dropped.
 func loadLeases(dir string, subnet netip.Prefix) (*leases, error) {
-	l := &leases{path: filepath.Join(dir, LeasesFile), Subnet: subnet, Leases: map[string]netip.Addr{}}
+	l := &leases{path: filepath.Join(dir, layout.Leases), Subnet: subnet, Leases: map[string]netip.Addr{}}
 	b, err := os.ReadFile(l.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return l, nil

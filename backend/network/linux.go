@@ -99,10 +99,6 @@ func (n *Network) Ended(inst string) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.endLocked(inst)
-}
-
-func (n *Network) endLocked(inst string) {
 	if err := delOwnedLink(TapName(inst), aliasPrefix+inst); err != nil {
 		n.log.Warn("remove TAP", "instance", inst, "err", err)
 	}
@@ -110,14 +106,14 @@ func (n *Network) endLocked(inst string) {
 	n.maybeTeardownLocked()
 }
 
-// Deleted releases the instance's address.
+// Deleted ends the instance's networking and releases its address.
 func (n *Network) Deleted(inst string) {
+	n.Ended(inst)
 	if !n.Enabled() {
 		return
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.endLocked(inst)
 	if _, err := n.leases.release(inst); err != nil {
 		n.log.Warn("release address", "instance", inst, "err", err)
 	}

@@ -97,10 +97,6 @@ func delNAT() error {
 	return nil
 }
 
-// NATExists reports whether table ip hypefs exists in this network
-// namespace.
-func NATExists() (bool, error) { return hasNAT() }
-
 // hasNAT reports whether table ip hypefs exists.
 func hasNAT() (bool, error) {
 	c, err := nftables.New()

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"hypefs/backend/layout"
 )
 
 func TestTapName(t *testing.T) {
@@ -172,7 +174,7 @@ func TestLeasesOtherSubnetDropped(t *testing.T) {
 
 func TestLeasesCorrupt(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, LeasesFile), []byte("{"), 0o644)
+	os.WriteFile(filepath.Join(dir, layout.Leases), []byte("{"), 0o644)
 	if _, err := loadLeases(dir, netip.MustParsePrefix(DefaultSubnet)); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("corrupt leases: %v", err)
 	}

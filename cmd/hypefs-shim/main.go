@@ -1,5 +1,5 @@
 // Command hypefs-shim supervises one VM. The daemon starts it detached
-// (its own session) with --config naming a shim.Config file and a pipe on
+// (its own session) with --config naming an api.Config file and a pipe on
 // fd 3; the shim writes "ok" or "error: <sentence>" on that pipe once the
 // VM runs or cannot, then lives until the VM ends, whatever happens to the
 // daemon.
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"hypefs/shim"
+	"hypefs/shim/api"
 )
 
 func main() {
@@ -38,7 +39,7 @@ func main() {
 	if *cfgPath == "" {
 		fail(fmt.Errorf("usage: hypefs-shim --config FILE"))
 	}
-	cfg, err := shim.LoadConfig(*cfgPath)
+	cfg, err := api.LoadConfig(*cfgPath)
 	if err != nil {
 		fail(err)
 	}

@@ -36,10 +36,9 @@ func main() {
 	}
 	switch os.Args[1] {
 	case "mount":
-		mount(os.Args[2:])
+		mount(os.Args[2:], false)
 	case "serve":
-		serveOnly = true
-		mount(os.Args[2:])
+		mount(os.Args[2:], true)
 	case "kernel":
 		kernel(os.Args[2:])
 	case "version", "--version", "-v":
@@ -82,7 +81,9 @@ func selfDir() string {
 	return filepath.Dir(exe)
 }
 
-func mount(args []string) {
+// mount runs the daemon: the tree over FUSE at MOUNTPOINT, or, for
+// `hypefs serve` (serveOnly), over 9P alone.
+func mount(args []string, serveOnly bool) {
 	fl := flag.NewFlagSet("mount", flag.ExitOnError)
 	lay := layoutFlags(fl)
 	bin := fl.String("bin", selfDir(), "directory holding hypefs-shim and hypefs-init")
@@ -110,16 +111,16 @@ func mount(args []string) {
 			t.Event(ev)
 		}
 	}
-	netPart, err := netf.open(lay.Data, log)
+	netPart, netPolicy, err := netf.open(*lay, log)
 	if err != nil {
 		fatal(err)
 	}
-	images, err := image.Open(image.Options{Dir: filepath.Join(lay.Data, "images"), Log: log, InstanceDir: lay.InstanceDir})
+	images, err := image.Open(image.Options{Dir: lay.ImagesDir(), Log: log, InstanceDir: lay.InstanceDir})
 	if err != nil {
 		fatal(err)
 	}
 	m, err := instance.Open(instance.Options{Layout: *lay, BinDir: *bin, Log: log, OnEvent: onEvent,
-		Parts: []instance.Part{images.Part(), netPart}})
+		Parts: []instance.Part{images.Part(), netPart}, Network: netPolicy})
 	if err != nil {
 		fatal(err)
 	}
@@ -145,7 +146,7 @@ func mount(args []string) {
 		m.Close()
 		fatal(err)
 	}
-	waker := fusefs.StartWaker(mnt, tree)
+	waker := srv.StartWaker()
 	log.Info("hypefs mounted", "mountpoint", mnt, "data", lay.Data, "run", lay.Run, "instances", len(m.Names()))
 
 	done := make(chan struct{})

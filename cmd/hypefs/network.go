@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"hypefs/backend/instance"
+	"hypefs/backend/layout"
 	"hypefs/backend/network"
 )
 
@@ -25,14 +26,15 @@ func addNetworkFlags(fl *flag.FlagSet) *netFlags {
 	return f
 }
 
-// open makes the networking part and tells config parsing what "network"
-// means in this daemon.
-func (f *netFlags) open(data string, log *slog.Logger) (*network.Network, error) {
+// open makes the networking part and says what "network" means in this
+// daemon's configs.
+func (f *netFlags) open(lay layout.Layout, log *slog.Logger) (*network.Network, instance.NetworkPolicy, error) {
+	var none instance.NetworkPolicy
 	subnet, err := network.ParseSubnet(f.subnet)
 	if err != nil {
-		return nil, fmt.Errorf("--subnet: %w", err)
+		return nil, none, fmt.Errorf("--subnet: %w", err)
 	}
-	opts := network.Options{Dir: filepath.Join(data, "network"), Bridge: f.bridge, Subnet: subnet, Log: log}
+	opts := network.Options{Dir: lay.NetworkDir(), Bridge: f.bridge, Subnet: subnet, Log: log}
 	switch f.mode {
 	case "off":
 		opts.Disabled = "hypefs was started with --network off"
@@ -43,23 +45,22 @@ func (f *netFlags) open(data string, log *slog.Logger) (*network.Network, error)
 		}
 		if err != nil {
 			if f.mode == "on" {
-				return nil, fmt.Errorf("--network on: %w", err)
+				return nil, none, fmt.Errorf("--network on: %w", err)
 			}
 			opts.Disabled = err.Error()
 			log.Warn("guest networking is off", "reason", err)
 		}
 	default:
-		return nil, fmt.Errorf("--network must be auto, on or off, not %q", f.mode)
+		return nil, none, fmt.Errorf("--network must be auto, on or off, not %q", f.mode)
 	}
 	if opts.Disabled == "" {
 		opts.DNS = network.HostDNS()
 	}
 	n, err := network.New(opts)
 	if err != nil {
-		return nil, err
+		return nil, none, err
 	}
-	instance.SetNetworkPolicy(n.Enabled(), opts.Disabled)
-	return n, nil
+	return n, instance.NetworkPolicy{On: n.Enabled(), Off: opts.Disabled}, nil
 }
 
 // netnsLock is held for the daemon's life once it manages networking:
@@ -74,7 +75,7 @@ func lockNetns() error {
 	if err := syscall.Stat("/proc/self/ns/net", &st); err != nil {
 		return nil // no namespace identity to lock on; nothing to share either
 	}
-	path := fmt.Sprintf("/run/lock/hypefs-net-%d.lock", st.Ino)
+	path := layout.NetnsLock(st.Ino)
 	os.MkdirAll(filepath.Dir(path), 0o755)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {

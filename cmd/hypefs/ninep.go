@@ -8,10 +8,6 @@ import (
 	"hypefs/fs/ninep"
 )
 
-// serveOnly is set by `hypefs serve`: the tree is served over 9P and not
-// mounted with FUSE.
-var serveOnly bool
-
 // nineP holds the 9P flags of mount and serve.
 type nineP struct {
 	addr        string

@@ -31,7 +31,7 @@ import (
 // A file's attributes are never cached: sizes and times change with state.
 const cacheTimeout = time.Hour
 
-func setTimeouts(parent hfs.Dir, c hfs.Node, out *fuse.EntryOut) {
+func setTimeouts(parent, c hfs.Node, out *fuse.EntryOut) {
 	_, fixed := parent.(hfs.FixedDir)
 	_, instances := parent.(hfs.MkdirDir)
 	if fixed || instances {
@@ -42,9 +42,21 @@ func setTimeouts(parent hfs.Dir, c hfs.Node, out *fuse.EntryOut) {
 	}
 }
 
+// node is one inode: a tree node, its path from the root ("" for the
+// root) and its mount's shared state.
 type node struct {
 	gofs.Inode
-	n hfs.Node
+	n    hfs.Node
+	path string
+	st   *wakeState
+}
+
+// childPath is the path of the child called name.
+func (x *node) childPath(name string) string {
+	if x.path == "" {
+		return name
+	}
+	return x.path + "/" + name
 }
 
 var (
@@ -72,55 +84,35 @@ func stable(n hfs.Node) gofs.StableAttr {
 	return gofs.StableAttr{Mode: mode, Ino: n.ID()}
 }
 
-func (x *node) child(ctx context.Context, c hfs.Node) *gofs.Inode {
-	return x.NewInode(ctx, &node{n: c}, stable(c))
+func (x *node) child(ctx context.Context, name string, c hfs.Node) *gofs.Inode {
+	return x.NewInode(ctx, &node{n: c, path: x.childPath(name), st: x.st}, stable(c))
 }
 
 func fill(ctx context.Context, n hfs.Node, a *fuse.Attr) {
+	at := hfs.Stat(ctx, n)
 	a.Ino = n.ID()
-	a.Mode = uint32(n.Mode().Perm())
-	now := time.Now()
-	if n.Mode().IsDir() {
-		a.Mode |= syscall.S_IFDIR
-		a.Nlink = 2
-		a.SetTimes(nil, &now, &now)
-		return
-	}
-	a.Mode |= syscall.S_IFREG
-	a.Nlink = 1
-	if f, ok := n.(hfs.File); ok {
-		size, mtime := f.Stat(ctx)
-		a.Size = uint64(size)
-		a.Blocks = (a.Size + 511) / 512
-		if mtime.IsZero() {
-			mtime = now
-		}
-		a.SetTimes(nil, &mtime, &mtime)
-	}
+	a.Mode = stable(n).Mode | uint32(at.Mode.Perm())
+	a.Nlink, a.Size, a.Blocks = at.Nlink, at.Size, at.Blocks
+	a.SetTimes(nil, &at.Mtime, &at.Mtime)
 }
 
 func (x *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	d, ok := x.n.(hfs.Dir)
-	if !ok {
-		return nil, syscall.ENOTDIR
-	}
-	if _, ok := d.(hfs.MkdirDir); ok && self(ctx) {
-		switch announced(name) {
-		case announceCreate: // so that the waker's mkdir reaches Mkdir
+	if a := x.st.announced(x.childPath(name)); a != announceNone && self(ctx) {
+		if a == announceCreate { // so that the waker's mkdir reaches Mkdir
 			return nil, syscall.ENOENT
-		case announceDelete: // so that the waker's rmdir reaches Rmdir
-			gone := &goneDir{id: hfs.NewID()}
-			fill(ctx, gone, &out.Attr)
-			return x.NewInode(ctx, &node{n: gone}, stable(gone)), 0
 		}
+		// announceDelete: so that the waker's rmdir reaches Rmdir.
+		gone := &goneDir{id: hfs.NewID()}
+		fill(ctx, gone, &out.Attr)
+		return x.child(ctx, name, gone), 0
 	}
-	c, err := d.Lookup(ctx, name)
+	c, err := hfs.Lookup(ctx, x.n, name)
 	if err != nil {
 		return nil, hfs.Errno(err)
 	}
 	fill(ctx, c, &out.Attr)
-	setTimeouts(d, c, out)
-	return x.child(ctx, c), 0
+	setTimeouts(x.n, c, out)
+	return x.child(ctx, name, c), 0
 }
 
 // goneDir stands for an instance directory that is already gone, for the
@@ -133,11 +125,7 @@ func (g *goneDir) Lookup(context.Context, string) (hfs.Node, error) { return nil
 func (g *goneDir) Entries(context.Context) ([]hfs.Entry, error)     { return nil, nil }
 
 func (x *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	d, ok := x.n.(hfs.Dir)
-	if !ok {
-		return nil, syscall.ENOTDIR
-	}
-	es, err := d.Entries(ctx)
+	es, err := hfs.Entries(ctx, x.n)
 	if err != nil {
 		return nil, hfs.Errno(err)
 	}
@@ -156,57 +144,30 @@ func (x *node) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut
 	return 0
 }
 
-// Setattr accepts a truncate on files that take writes (the shell's `>`)
-// and time changes on files that allow them; it refuses everything else.
+// Setattr hands the change to the tree's rules (fs.Setattr).
 func (x *node) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if _, ok := in.GetMode(); ok {
-		return syscall.EPERM
-	}
-	if _, ok := in.GetUID(); ok {
-		return syscall.EPERM
-	}
-	if _, ok := in.GetGID(); ok {
-		return syscall.EPERM
-	}
+	var a hfs.SetAttr
+	_, a.Mode = in.GetMode()
+	_, uid := in.GetUID()
+	_, gid := in.GetGID()
+	a.Owner = uid || gid
 	if size, ok := in.GetSize(); ok {
-		t, ok := x.n.(hfs.Truncater)
-		if !ok {
-			return syscall.EPERM
-		}
-		if err := t.Truncate(ctx, size); err != nil {
-			return hfs.Errno(err)
-		}
+		a.Size = &size
 	}
 	mt, okM := in.GetMTime()
 	_, okA := in.GetATime()
-	if (okM || okA) && self(ctx) {
-		// The daemon's own touch (see Waker): it changes nothing, its
-		// point is the inotify event the kernel sends for it.
-		okM, okA = false, false
-	}
-	if okM || okA {
-		t, ok := x.n.(hfs.Toucher)
-		if !ok {
-			if _, dir := x.n.(hfs.Dir); !dir {
-				return syscall.EPERM
-			}
-		} else if err := t.Touch(mt); err != nil {
-			return hfs.Errno(err)
-		}
+	// The daemon's own touch (see Waker) changes nothing: its point is
+	// the inotify event the kernel sends for it.
+	a.Times, a.Mtime = (okM || okA) && !self(ctx), mt
+	if err := hfs.Setattr(ctx, x.n, a); err != nil {
+		return hfs.Errno(err)
 	}
 	fill(ctx, x.n, &out.Attr)
 	return 0
 }
 
 func (x *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	f, ok := x.n.(hfs.File)
-	if !ok {
-		return nil, 0, syscall.EISDIR
-	}
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY && f.Mode().Perm()&0o222 == 0 {
-		return nil, 0, syscall.EACCES
-	}
-	h, err := f.Open(ctx, int(flags))
+	h, err := hfs.Open(ctx, x.n, int(flags))
 	if err != nil {
 		return nil, 0, hfs.Errno(err)
 	}
@@ -224,67 +185,62 @@ func (x *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 }
 
 func (x *node) Mkdir(ctx context.Context, name string, _ uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	d, ok := x.n.(hfs.MkdirDir)
-	if !ok {
-		return nil, syscall.EPERM
-	}
 	var c hfs.Node
 	var err error
+	path := x.childPath(name)
 	if self(ctx) {
 		// The daemon announcing an instance made elsewhere (Waker).
-		c, err = d.Lookup(ctx, name)
+		c, err = hfs.Lookup(ctx, x.n, name)
 	} else {
-		locals.mark(name)
-		if c, err = d.Mkdir(ctx, name); err != nil {
-			locals.take(name)
+		x.st.markLocal(path)
+		if c, err = hfs.Mkdir(ctx, x.n, name); err != nil {
+			x.st.takeLocal(path)
 		}
 	}
 	if err != nil {
 		return nil, hfs.Errno(err)
 	}
 	fill(ctx, c, &out.Attr)
-	setTimeouts(d, c, out)
-	return x.child(ctx, c), 0
+	setTimeouts(x.n, c, out)
+	return x.child(ctx, name, c), 0
 }
 
 func (x *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	d, ok := x.n.(hfs.MkdirDir)
-	if !ok {
-		return syscall.EPERM
-	}
 	if self(ctx) {
 		// The daemon announcing an instance removed elsewhere (Waker).
-		if _, err := d.Lookup(ctx, name); err == nil {
+		if _, err := hfs.Lookup(ctx, x.n, name); err == nil {
 			return syscall.EBUSY
 		}
 		return 0
 	}
-	locals.mark(name)
-	err := d.Rmdir(ctx, name)
+	path := x.childPath(name)
+	x.st.markLocal(path)
+	err := hfs.Rmdir(ctx, x.n, name)
 	if err != nil {
-		locals.take(name)
+		x.st.takeLocal(path)
 	}
 	return hfs.Errno(err)
 }
 
-func (x *node) Unlink(context.Context, string) syscall.Errno { return syscall.EPERM }
+// The tree's refusals (fs.ErrNoChange, fs.ErrNoXattr).
+func (x *node) Unlink(context.Context, string) syscall.Errno { return hfs.ErrNoChange }
 func (x *node) Rename(context.Context, string, gofs.InodeEmbedder, string, uint32) syscall.Errno {
-	return syscall.EPERM
+	return hfs.ErrNoChange
 }
 func (x *node) Create(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	return nil, nil, 0, syscall.EPERM
+	return nil, nil, 0, hfs.ErrNoChange
 }
 func (x *node) Mknod(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EPERM
+	return nil, hfs.ErrNoChange
 }
 func (x *node) Symlink(context.Context, string, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EPERM
+	return nil, hfs.ErrNoChange
 }
 func (x *node) Link(context.Context, gofs.InodeEmbedder, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EPERM
+	return nil, hfs.ErrNoChange
 }
 func (x *node) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
-	return syscall.ENOTSUP
+	return hfs.ErrNoXattr
 }
 
 type handle struct{ h hfs.Handle }

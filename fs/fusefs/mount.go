@@ -14,9 +14,18 @@ import (
 	hfs "hypefs/fs"
 )
 
+// Server is a mounted tree: the FUSE server, and what its nodes and its
+// waker share.
+type Server struct {
+	*fuse.Server
+	mnt  string
+	tree *hfs.Tree
+	st   *wakeState
+}
+
 // Mount serves tree at mountpoint and returns the running server. A dead
 // mount left by a crashed daemon is cleared first (ClearStale).
-func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*fuse.Server, error) {
+func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*Server, error) {
 	if err := ClearStale(mountpoint); err != nil {
 		return nil, err
 	}
@@ -24,7 +33,7 @@ func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*fuse.Server, error) 
 		return nil, fmt.Errorf("create mountpoint: %w", err)
 	}
 	zero := time.Duration(0)
-	root := &node{n: tree.Root()}
+	root := &node{n: tree.Root(), st: newWakeState()}
 	opts := &gofs.Options{
 		EntryTimeout:    &zero,
 		AttrTimeout:     &zero,
@@ -48,7 +57,7 @@ func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*fuse.Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w (hint: %s)", mountpoint, err, mountHint)
 	}
-	return srv, nil
+	return &Server{Server: srv, mnt: mountpoint, tree: tree, st: root.st}, nil
 }
 
 // ClearStale unmounts a dead FUSE mount at mountpoint, the one a crashed

@@ -11,7 +11,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"hypefs/backend/instance"
 	hfs "hypefs/fs"
 )
 
@@ -19,11 +18,12 @@ import (
 // FUSE daemon, even with Notify* calls. What does fire is a real system
 // call on the mount: so the daemon makes them itself, on its own mount,
 // from a goroutine of its own (never inside a FUSE request, which would
-// deadlock):
+// deadlock), for every change the tree reports (hfs.Change):
 //
-//   - a state change: utimes on instances/NAME/status (watchers get ATTRIB);
-//   - an instance made or removed other than by a mkdir/rmdir on this
-//     mount (over 9P, say): mkdir/rmdir of instances/NAME, which the
+//   - a file touched (an instance's status on a state change): utimes on
+//     it (watchers get ATTRIB);
+//   - a directory made or removed other than by a mkdir/rmdir on this
+//     mount (an instance made over 9P, say): mkdir/rmdir of it, which the
 //     adapter answers as a no-op for the daemon itself (CREATE/DELETE).
 //
 // The adapter recognises the daemon's own requests by the caller's pid,
@@ -42,34 +42,10 @@ func self(ctx context.Context) bool {
 	return err == nil
 }
 
-// local remembers instances made or removed through this mount by users,
-// whose watchers the kernel has told already.
-type local struct {
-	mu    sync.Mutex
-	names map[string]time.Time
-}
-
-func (l *local) mark(name string) {
-	l.mu.Lock()
-	l.names[name] = time.Now()
-	l.mu.Unlock()
-}
-
-// take reports (and forgets) whether name was marked recently.
-func (l *local) take(name string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	t, ok := l.names[name]
-	delete(l.names, name)
-	return ok && time.Since(t) < time.Minute
-}
-
-var locals = &local{names: map[string]time.Time{}}
-
-// announce is what the waker is about to tell the kernel about an
-// instance name: the kernel calls MKDIR only after a lookup of the name
-// failed, and RMDIR only after one succeeded, so during the waker's own
-// call the lookup answers as if the change had not happened yet.
+// announce is what the waker is about to tell the kernel about a path:
+// the kernel calls MKDIR only after a lookup of the name failed, and
+// RMDIR only after one succeeded, so during the waker's own call the
+// lookup answers as if the change had not happened yet.
 type announce int
 
 const (
@@ -78,46 +54,69 @@ const (
 	announceDelete
 )
 
-var announcing struct {
-	mu    sync.Mutex
-	names map[string]announce
+// wakeState is what one mount's nodes and its waker share, by path
+// relative to the root: the directories users made or removed through
+// this mount (whose watchers the kernel has told already), and what the
+// waker is announcing right now.
+type wakeState struct {
+	mu         sync.Mutex
+	locals     map[string]time.Time
+	announcing map[string]announce
 }
 
-func setAnnounce(name string, a announce) {
-	announcing.mu.Lock()
-	defer announcing.mu.Unlock()
-	if announcing.names == nil {
-		announcing.names = map[string]announce{}
-	}
+func newWakeState() *wakeState {
+	return &wakeState{locals: map[string]time.Time{}, announcing: map[string]announce{}}
+}
+
+// markLocal remembers that a user made or removed path through the mount.
+func (w *wakeState) markLocal(path string) {
+	w.mu.Lock()
+	w.locals[path] = time.Now()
+	w.mu.Unlock()
+}
+
+// takeLocal reports (and forgets) whether path was marked recently.
+func (w *wakeState) takeLocal(path string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t, ok := w.locals[path]
+	delete(w.locals, path)
+	return ok && time.Since(t) < time.Minute
+}
+
+func (w *wakeState) setAnnounce(path string, a announce) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if a == announceNone {
-		delete(announcing.names, name)
+		delete(w.announcing, path)
 	} else {
-		announcing.names[name] = a
+		w.announcing[path] = a
 	}
 }
 
-func announced(name string) announce {
-	announcing.mu.Lock()
-	defer announcing.mu.Unlock()
-	return announcing.names[name]
+func (w *wakeState) announced(path string) announce {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.announcing[path]
 }
 
-// Waker turns instance events into system calls on the mount.
+// Waker turns the tree's changes into system calls on the mount.
 type Waker struct {
 	mnt  string
-	ch   chan instance.Event
-	quit chan struct{} // closed by Stop; ch is never closed (late events)
+	st   *wakeState
+	ch   chan hfs.Change
+	quit chan struct{} // closed by Stop; ch is never closed (late changes)
 	done chan struct{}
 	once sync.Once
 }
 
-// StartWaker starts waking inotify watchers of the tree mounted at mnt.
-func StartWaker(mnt string, tree *hfs.Tree) *Waker {
-	w := &Waker{mnt: mnt, ch: make(chan instance.Event, 4096), quit: make(chan struct{}), done: make(chan struct{})}
-	tree.Watch(func(ev instance.Event) {
+// StartWaker starts waking inotify watchers of this mount.
+func (s *Server) StartWaker() *Waker {
+	w := &Waker{mnt: s.mnt, st: s.st, ch: make(chan hfs.Change, 4096), quit: make(chan struct{}), done: make(chan struct{})}
+	s.tree.Watch(func(c hfs.Change) {
 		select {
 		case <-w.quit:
-		case w.ch <- ev:
+		case w.ch <- c:
 		default: // a burst beyond the queue: watchers miss a wake, never the daemon
 		}
 	})
@@ -134,29 +133,29 @@ func (w *Waker) Stop() {
 func (w *Waker) run() {
 	defer close(w.done)
 	for {
-		var ev instance.Event
+		var c hfs.Change
 		select {
 		case <-w.quit:
 			return
-		case ev = <-w.ch:
+		case c = <-w.ch:
 		}
-		dir := filepath.Join(w.mnt, "instances", ev.Instance)
-		switch {
-		case ev.Deleted:
-			if !locals.take(ev.Instance) {
-				setAnnounce(ev.Instance, announceDelete)
-				syscall.Rmdir(dir)
-				setAnnounce(ev.Instance, announceNone)
+		p := filepath.Join(w.mnt, filepath.FromSlash(c.Path))
+		switch c.Kind {
+		case hfs.Removed:
+			if !w.st.takeLocal(c.Path) {
+				w.st.setAnnounce(c.Path, announceDelete)
+				syscall.Rmdir(p)
+				w.st.setAnnounce(c.Path, announceNone)
 			}
-		case ev.State == instance.New:
-			if !locals.take(ev.Instance) {
-				setAnnounce(ev.Instance, announceCreate)
-				syscall.Mkdir(dir, 0o755)
-				setAnnounce(ev.Instance, announceNone)
+		case hfs.Made:
+			if !w.st.takeLocal(c.Path) {
+				w.st.setAnnounce(c.Path, announceCreate)
+				syscall.Mkdir(p, 0o755)
+				w.st.setAnnounce(c.Path, announceNone)
 			}
-		case ev.State != "":
+		case hfs.Touched:
 			now := time.Now()
-			os.Chtimes(filepath.Join(dir, "status"), now, now)
+			os.Chtimes(p, now, now)
 		}
 	}
 }

@@ -84,11 +84,7 @@ func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
 	n := f.n
 	qids := make([]p9.QID, 0, len(names))
 	for _, name := range names {
-		d, ok := n.(hfs.Dir)
-		if !ok {
-			return nil, nil, linux.ENOTDIR
-		}
-		c, err := d.Lookup(f.ctx(), name)
+		c, err := hfs.Lookup(f.ctx(), n, name)
 		if err != nil {
 			return nil, nil, errno(err)
 		}
@@ -116,64 +112,34 @@ var attrMask = p9.AttrMask{Mode: true, NLink: true, UID: true, GID: true, RDev: 
 	ATime: true, MTime: true, CTime: true, INo: true, Size: true, Blocks: true}
 
 func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
+	at := hfs.Stat(f.ctx(), f.n)
 	a := p9.Attr{
-		Mode:      p9.ModeFromOS(f.n.Mode()),
+		Mode:      p9.ModeFromOS(at.Mode),
 		UID:       p9.UID(f.s.uid),
 		GID:       p9.GID(f.s.gid),
-		NLink:     1,
+		NLink:     p9.NLink(at.Nlink),
+		Size:      at.Size,
+		Blocks:    at.Blocks,
 		BlockSize: 4096,
 	}
-	mtime := time.Now()
-	if f.n.Mode().IsDir() {
-		a.NLink = 2
-	} else if fl, ok := f.n.(hfs.File); ok {
-		size, mt := fl.Stat(f.ctx())
-		a.Size = uint64(size)
-		a.Blocks = (a.Size + 511) / 512
-		if !mt.IsZero() {
-			mtime = mt
-		}
-	}
-	sec, nsec := uint64(mtime.Unix()), uint64(mtime.Nanosecond())
+	sec, nsec := uint64(at.Mtime.Unix()), uint64(at.Mtime.Nanosecond())
 	a.ATimeSeconds, a.ATimeNanoSeconds = sec, nsec
 	a.MTimeSeconds, a.MTimeNanoSeconds = sec, nsec
 	a.CTimeSeconds, a.CTimeNanoSeconds = sec, nsec
 	return qidOf(f.n), attrMask, a, nil
 }
 
-// SetAttr accepts a truncate on files that take writes (the shell's `>`
-// arrives as open then setattr size=0) and time changes on files that
-// allow them, as FUSE does; it refuses mode and owner changes.
+// SetAttr hands the change to the tree's rules (fs.Setattr). The shell's
+// `>` arrives as open, then setattr size=0.
 func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
-	if valid.Permissions || valid.UID || valid.GID {
-		return linux.EPERM
-	}
+	a := hfs.SetAttr{Mode: valid.Permissions, Owner: valid.UID || valid.GID, Times: valid.ATime || valid.MTime}
 	if valid.Size {
-		t, ok := f.n.(hfs.Truncater)
-		if !ok {
-			return linux.EPERM
-		}
-		if err := t.Truncate(f.ctx(), attr.Size); err != nil {
-			return errno(err)
-		}
+		a.Size = &attr.Size
 	}
-	if valid.ATime || valid.MTime {
-		t, ok := f.n.(hfs.Toucher)
-		if !ok {
-			if !f.n.Mode().IsDir() {
-				return linux.EPERM
-			}
-			return nil
-		}
-		mt := time.Now()
-		if valid.MTimeNotSystemTime {
-			mt = time.Unix(int64(attr.MTimeSeconds), int64(attr.MTimeNanoSeconds))
-		}
-		if err := t.Touch(mt); err != nil {
-			return errno(err)
-		}
+	if valid.MTimeNotSystemTime {
+		a.Mtime = time.Unix(int64(attr.MTimeSeconds), int64(attr.MTimeNanoSeconds))
 	}
-	return nil
+	return errno(hfs.Setattr(f.ctx(), f.n, a))
 }
 
 // Close runs when the fid is clunked (or its connection ends). A handle
@@ -196,16 +162,9 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 		}
 		return qidOf(f.n), 0, nil
 	}
-	fl, ok := f.n.(hfs.File)
-	if !ok {
-		return p9.QID{}, 0, linux.EINVAL
-	}
-	if mode.Mode() != p9.ReadOnly && fl.Mode().Perm()&0o222 == 0 {
-		return p9.QID{}, 0, linux.EACCES
-	}
 	// Only the access mode and O_NONBLOCK mean anything to the tree; the
 	// other Linux flags (O_TRUNC arrives as a setattr) are not passed on.
-	h, err := fl.Open(f.ctx(), mode.OSFlags())
+	h, err := hfs.Open(f.ctx(), f.n, mode.OSFlags())
 	if err != nil {
 		return p9.QID{}, 0, errno(err)
 	}
@@ -286,11 +245,7 @@ func (f *file) FSync() error {
 }
 
 func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
-	d, ok := f.n.(hfs.Dir)
-	if !ok {
-		return nil, linux.ENOTDIR
-	}
-	es, err := d.Entries(f.ctx())
+	es, err := hfs.Entries(f.ctx(), f.n)
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -306,11 +261,7 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 }
 
 func (f *file) Mkdir(name string, _ p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID, error) {
-	d, ok := f.n.(hfs.MkdirDir)
-	if !ok {
-		return p9.QID{}, linux.EPERM
-	}
-	c, err := d.Mkdir(f.ctx(), name)
+	c, err := hfs.Mkdir(f.ctx(), f.n, name)
 	if err != nil {
 		return p9.QID{}, errno(err)
 	}
@@ -318,28 +269,30 @@ func (f *file) Mkdir(name string, _ p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID, er
 }
 
 // UnlinkAt is rmdir when flags has AT_REMOVEDIR; unlinking a file is
-// refused (EPERM), as over FUSE.
+// refused, as over FUSE.
 func (f *file) UnlinkAt(name string, flags uint32) error {
-	d, ok := f.n.(hfs.MkdirDir)
-	if !ok || flags&atRemoveDir == 0 {
-		return linux.EPERM
+	if flags&atRemoveDir == 0 {
+		return errno(hfs.ErrNoChange)
 	}
-	return errno(d.Rmdir(f.ctx(), name))
+	return errno(hfs.Rmdir(f.ctx(), f.n, name))
 }
 
-func (f *file) RenameAt(string, p9.File, string) error { return linux.EPERM }
-func (f *file) Rename(p9.File, string) error           { return linux.EPERM }
+// The tree's refusals (fs.ErrNoChange, fs.ErrNoXattr).
+var noChange, noXattr = errno(hfs.ErrNoChange), errno(hfs.ErrNoXattr)
+
+func (f *file) RenameAt(string, p9.File, string) error { return noChange }
+func (f *file) Rename(p9.File, string) error           { return noChange }
 func (f *file) Renamed(p9.File, string)                {}
 
 func (f *file) Create(string, p9.OpenFlags, p9.FileMode, p9.UID, p9.GID) (p9.File, p9.QID, uint32, error) {
-	return nil, p9.QID{}, 0, linux.EPERM
+	return nil, p9.QID{}, 0, noChange
 }
 func (f *file) Symlink(string, string, p9.UID, p9.GID) (p9.QID, error) {
-	return p9.QID{}, linux.EPERM
+	return p9.QID{}, noChange
 }
-func (f *file) Link(p9.File, string) error { return linux.EPERM }
+func (f *file) Link(p9.File, string) error { return noChange }
 func (f *file) Mknod(string, p9.FileMode, uint32, uint32, p9.UID, p9.GID) (p9.QID, error) {
-	return p9.QID{}, linux.EPERM
+	return p9.QID{}, noChange
 }
 func (f *file) Readlink() (string, error) { return "", linux.EINVAL }
 
@@ -348,7 +301,7 @@ func (f *file) Lock(int, p9.LockType, p9.LockFlags, uint64, uint64, string) (p9.
 	return p9.LockStatusOK, nil
 }
 
-func (f *file) SetXattr(string, []byte, p9.XattrFlags) error { return linux.EOPNOTSUPP }
-func (f *file) GetXattr(string) ([]byte, error)              { return nil, linux.EOPNOTSUPP }
-func (f *file) ListXattrs() ([]string, error)                { return nil, linux.EOPNOTSUPP }
-func (f *file) RemoveXattr(string) error                     { return linux.EOPNOTSUPP }
+func (f *file) SetXattr(string, []byte, p9.XattrFlags) error { return noXattr }
+func (f *file) GetXattr(string) ([]byte, error)              { return nil, noXattr }
+func (f *file) ListXattrs() ([]string, error)                { return nil, noXattr }
+func (f *file) RemoveXattr(string) error                     { return noXattr }

@@ -478,7 +478,13 @@ func TestListen(t *testing.T) {
 		t.Fatal("a second server took a live socket")
 	}
 	// A stale socket (its server died without removing it) is replaced.
-	l.(*unixListener).Listener.Close()
+	l.Close()
+	dead, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.SetUnlinkOnClose(false)
+	dead.Close()
 	l2, err := Listen("unix:"+p, false)
 	if err != nil {
 		t.Fatalf("stale socket: %v", err)

@@ -4,18 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hugelgupf/p9/p9"
 
 	hfs "hypefs/fs"
+	"hypefs/internal/sock"
 )
 
 // Server serves one tree over 9P2000.L on any number of listeners.
@@ -32,9 +33,8 @@ type Server struct {
 
 	mu     sync.Mutex
 	closed bool
-	lns    map[net.Listener]struct{}
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup // Serve loops and connections
+	open   map[io.Closer]struct{} // listeners and connections, for Close
+	wg     sync.WaitGroup         // Serve loops and connections
 }
 
 // New makes a server for the tree whose root is root (fs.Tree.Root()).
@@ -44,7 +44,7 @@ func New(root hfs.Dir, log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{root: root, log: log, uid: os.Getuid(), gid: os.Getgid(),
-		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}}
+		open: map[io.Closer]struct{}{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.p9 = p9.NewServer(attacher{s}, p9.WithServerLogger(p9log{log}))
 	return s
@@ -71,62 +71,53 @@ func (l p9log) Printf(format string, v ...any) {
 // Serve accepts connections on l until Close, serving each in its own
 // goroutines. It returns nil after Close.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.track(l) {
 		l.Close()
 		return nil
 	}
-	s.lns[l] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer s.wg.Done()
-	backoff := 5 * time.Millisecond
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				s.mu.Lock()
-				delete(s.lns, l)
-				s.mu.Unlock()
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-				errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) {
-				// Passing trouble (out of descriptors, say): wait and go
-				// on serving rather than end the export for good.
-				time.Sleep(backoff)
-				backoff = min(2*backoff, time.Second)
-				continue
-			}
-			s.mu.Lock()
-			delete(s.lns, l)
-			s.mu.Unlock()
-			return fmt.Errorf("9p accept on %s: %w", l.Addr(), err)
-		}
-		backoff = 5 * time.Millisecond
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+	defer s.untrack(l)
+	// Passing trouble (out of descriptors, say) is waited out rather
+	// than ending the export for good.
+	err := sock.Serve(l, func(c net.Conn) bool {
+		if !s.track(c) {
 			c.Close()
-			return nil
+			return false
 		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
 		go func() {
-			defer s.wg.Done()
+			defer s.untrack(c)
 			s.log.Debug("9p client connected", "remote", c.RemoteAddr().String())
 			s.p9.Handle(c, c)
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
 		}()
+		return true
+	})
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if err == nil || closed {
+		return nil
 	}
+	return fmt.Errorf("9p accept on %s: %w", l.Addr(), err)
+}
+
+// track records a listener or connection for Close and counts its
+// goroutine, unless the server is closed.
+func (s *Server) track(c io.Closer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.open[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+// untrack forgets c once its goroutine is done.
+func (s *Server) untrack(c io.Closer) {
+	s.mu.Lock()
+	delete(s.open, c)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // Close stops accepting, ends every connection (follow reads return at
@@ -139,10 +130,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.cancel()
-	for l := range s.lns {
-		l.Close()
-	}
-	for c := range s.conns {
+	for c := range s.open {
 		c.Close()
 	}
 	s.mu.Unlock()
@@ -216,79 +204,14 @@ func checkLoopback(host string) error {
 	return nil
 }
 
-// listenUnix binds path with mode 0600. The socket is made in a private
-// directory beside path, given its mode, and renamed into place, so no
-// one can connect before the mode is set.
+// listenUnix binds path with mode 0600, making its directory first.
 func listenUnix(path string) (net.Listener, error) {
-	path, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("9p socket path: %w", err)
-	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("9p socket directory: %w", err)
 	}
-	if err := clearStaleSocket(path); err != nil {
-		return nil, err
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(path), ".9p")
+	l, err := sock.ListenUnix(path)
 	if err != nil {
-		return nil, fmt.Errorf("9p socket directory: %w", err)
+		return nil, fmt.Errorf("9p: %w", err)
 	}
-	defer os.RemoveAll(tmp)
-	bind := filepath.Join(tmp, "s")
-	if len(bind) >= 108 { // sun_path; bind in place and set the mode at once
-		bind = path
-	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: bind, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("9p listen on %s: %w", path, err)
-	}
-	l.SetUnlinkOnClose(false)
-	if err := os.Chmod(bind, 0o600); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("9p socket mode: %w", err)
-	}
-	if bind != path {
-		if err := os.Rename(bind, path); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("9p socket: %w", err)
-		}
-	}
-	return &unixListener{Listener: l, path: path}, nil
-}
-
-// clearStaleSocket removes a socket at path that nobody listens on; it
-// refuses to replace a live socket or anything that is not a socket.
-func clearStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("9p socket path: %w", err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("9p socket path %s: exists and is not a socket", path)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("9p socket %s: another server is listening on it", path)
-	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("remove stale 9p socket: %w", err)
-	}
-	return nil
-}
-
-// unixListener removes its socket file on Close.
-type unixListener struct {
-	net.Listener
-	path string
-	once sync.Once
-}
-
-func (l *unixListener) Close() error {
-	err := l.Listener.Close()
-	l.once.Do(func() { os.Remove(l.path) })
-	return err
+	return l, nil
 }

@@ -93,12 +93,6 @@ func NewDaemonNet(t TB, args ...string) *Daemon {
 	return NewDaemonWith(t, append([]string{"--network", "on"}, args...)...)
 }
 
-// NetnsExec runs a command in the named network namespace.
-func NetnsExec(name string, argv ...string) (string, error) {
-	out, err := exec.Command("nsenter", append([]string{"--net=/run/netns/" + name, "--"}, argv...)...).CombinedOutput()
-	return string(out), err
-}
-
 func anchored(name string) string {
 	parts := strings.Split(name, "/")
 	for k, p := range parts {

@@ -253,7 +253,7 @@ func (d *Daemon) Path(names ...string) string {
 // Inst is the path of a file of an instance.
 func (d *Daemon) Inst(name, file string) string { return d.Path("instances", name, file) }
 
-// Read returns a file's content, or "" with the error logged.
+// Read returns a file's content, or "" when it cannot be read.
 func (d *Daemon) Read(p string) string {
 	b, err := os.ReadFile(p)
 	if err != nil {

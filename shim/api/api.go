@@ -35,7 +35,6 @@ const (
 
 // Cloud Hypervisor's spelling of VM states.
 const (
-	StateCreated  = "Created"
 	StateRunning  = "Running"
 	StatePaused   = "Paused"
 	StateShutdown = "Shutdown"

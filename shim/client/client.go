@@ -16,12 +16,13 @@ import (
 	"time"
 
 	"hypefs/shim/api"
+	"hypefs/shim/engine"
 )
 
-// Errors by the status code class Cloud Hypervisor uses.
+// Errors by the status code class Cloud Hypervisor uses. A 405 or 409
+// (the VM's state forbids the action) wraps engine.ErrWrongState.
 var (
-	ErrNoVM       = errors.New("no VM")       // 404
-	ErrWrongState = errors.New("wrong state") // 405, 409
+	ErrNoVM = errors.New("no VM") // 404
 	// ErrUnsupported (501): the engine cannot do this at all (vm.snapshot
 	// on vz). Such an error also matches syscall.EOPNOTSUPP, the errno the
 	// filesystem answers with.
@@ -37,8 +38,7 @@ func (e *unsupportedError) Unwrap() []error { return []error{ErrUnsupported, sys
 
 // Client is safe for concurrent use.
 type Client struct {
-	socket string
-	hc     *http.Client
+	hc *http.Client
 	// events uses its own transport so that a long stream never holds a
 	// connection the control calls need.
 	ec *http.Client
@@ -56,11 +56,8 @@ func New(socket string) *Client {
 			IdleConnTimeout:     30 * time.Second,
 		}}
 	}
-	return &Client{socket: socket, hc: mk(), ec: mk()}
+	return &Client{hc: mk(), ec: mk()}
 }
-
-// Socket is the API socket's path.
-func (c *Client) Socket() string { return c.socket }
 
 // Close drops idle connections.
 func (c *Client) Close() {
@@ -115,7 +112,7 @@ func (c *Client) doSeq(ctx context.Context, method, path string, body, out any) 
 		case http.StatusNotFound:
 			return none, fmt.Errorf("%w: %s", ErrNoVM, e.Error)
 		case http.StatusMethodNotAllowed, http.StatusConflict:
-			return none, fmt.Errorf("%w: %s", ErrWrongState, e.Error)
+			return none, fmt.Errorf("%w: %s", engine.ErrWrongState, e.Error)
 		case http.StatusNotImplemented:
 			return none, &unsupportedError{e.Error}
 		}
@@ -133,59 +130,28 @@ func (c *Client) doSeq(ctx context.Context, method, path string, body, out any) 
 }
 
 // Act runs a PUT action (api.PathPause, PathResume, PathReboot,
-// PathShutdown, PathGracefulStop with a body) and returns its effect: a
-// caller following the events may apply it at once, ordered by Seq.
+// PathPowerButton, PathShutdown; PathGracefulStop and PathSnapshot with
+// a body) and returns its effect: a caller following the events may apply
+// it at once, ordered by Seq.
 func (c *Client) Act(ctx context.Context, path string, body any) (Effect, error) {
 	return c.doSeq(ctx, http.MethodPut, path, body, nil)
 }
 
+// Ping asks the shim for its version (vmm.ping): an answer means it lives.
 func (c *Client) Ping(ctx context.Context) (api.VmmPingResponse, error) {
 	var r api.VmmPingResponse
 	return r, c.do(ctx, http.MethodGet, api.PathPing, nil, &r)
 }
 
-func (c *Client) Info(ctx context.Context) (api.VmInfo, error) {
-	var r api.VmInfo
-	return r, c.do(ctx, http.MethodGet, api.PathInfo, nil, &r)
-}
-
+// Status asks for the shim's own view of the VM (hypefs.status).
 func (c *Client) Status(ctx context.Context) (api.Status, error) {
 	var r api.Status
 	return r, c.do(ctx, http.MethodGet, api.PathStatus, nil, &r)
 }
 
-func (c *Client) Pause(ctx context.Context) error {
-	return c.do(ctx, http.MethodPut, api.PathPause, nil, nil)
-}
-func (c *Client) Resume(ctx context.Context) error {
-	return c.do(ctx, http.MethodPut, api.PathResume, nil, nil)
-}
-func (c *Client) Reboot(ctx context.Context) error {
-	return c.do(ctx, http.MethodPut, api.PathReboot, nil, nil)
-}
-func (c *Client) PowerButton(ctx context.Context) error {
-	return c.do(ctx, http.MethodPut, api.PathPowerButton, nil, nil)
-}
-
-// Shutdown ends the VM now (Cloud Hypervisor's vm.shutdown).
-func (c *Client) Shutdown(ctx context.Context) error {
-	return c.do(ctx, http.MethodPut, api.PathShutdown, nil, nil)
-}
-
 // ShutdownVMM ends the VM, if any, and the shim.
 func (c *Client) ShutdownVMM(ctx context.Context) error {
 	return c.do(ctx, http.MethodPut, api.PathVMMShutdown, nil, nil)
-}
-
-// GracefulStop presses the power button; the shim kills the VM if it has
-// not ended after timeout.
-func (c *Client) GracefulStop(ctx context.Context, timeout time.Duration) error {
-	return c.do(ctx, http.MethodPut, api.PathGracefulStop, api.GracefulStop{TimeoutSeconds: timeout.Seconds()}, nil)
-}
-
-// Snapshot saves the paused VM into dir.
-func (c *Client) Snapshot(ctx context.Context, dir string) error {
-	return c.do(ctx, http.MethodPut, api.PathSnapshot, api.VmSnapshotConfig{DestinationURL: "file://" + dir}, nil)
 }
 
 // Events calls fn for every state change, starting with the current

@@ -65,7 +65,8 @@ type Exit struct {
 // Machine is one booted VM.
 //
 // Methods may be called from several goroutines. After Done is closed,
-// control methods return ErrNotRunning.
+// control methods return ErrNotRunning; a control method the VM's state
+// forbids returns an error wrapping ErrWrongState.
 type Machine interface {
 	// Console is the guest's console input: bytes written here are typed
 	// into the guest's serial console.
@@ -103,4 +104,8 @@ var (
 	ErrNotRunning = errors.New("vm is not running")
 	// ErrUnsupported: the engine cannot do this on this host.
 	ErrUnsupported = errors.New("not supported by this engine")
+	// ErrWrongState: the VM's current state forbids this (pause a
+	// paused VM, snapshot a running one). The shim's own state checks
+	// and both engines return it; the API answers it with 405.
+	ErrWrongState = errors.New("wrong state")
 )

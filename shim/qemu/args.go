@@ -24,43 +24,11 @@ const (
 func Args(spec engine.Spec) []string { return argsFor(spec, runtime.GOARCH) }
 
 func argsFor(spec engine.Spec, arch string) []string {
-	cpus, mem := spec.CPUs, spec.MemoryMiB
-	if cpus <= 0 {
-		cpus = 1
-	}
-	if mem <= 0 {
-		mem = 256
-	}
 	a := []string{}
 	if spec.Name != "" {
 		a = append(a, "-name", opt(spec.Name))
 	}
-	// KVM runs the host's CPU model; TCG emulates the richest model it has.
-	cpu := "max"
-	accel := spec.Accel
-	if accel == "kvm" {
-		cpu = "host"
-	} else {
-		accel = "tcg"
-	}
-	machine := "microvm"
-	if arch == "arm64" {
-		machine = "virt" // microvm is x86 only; virt also has virtio-mmio
-		if accel == "tcg" {
-			// QEMU's own pointer-authentication algorithm is ~3x faster to
-			// emulate than the architected one (boot to ready 3 s vs 10 s).
-			cpu = "max,pauth-impdef=on"
-		}
-	}
-	a = append(a,
-		"-accel", accel,
-		"-M", machine,
-		"-cpu", cpu,
-		"-smp", fmt.Sprint(cpus),
-		"-m", fmt.Sprint(mem),
-		"-nodefaults", "-no-user-config", "-display", "none",
-		"-no-reboot",
-	)
+	a = append(a, machineArgs(spec, arch)...)
 	// The kernel is given even when restoring: the destination of a
 	// migration must have the same RAM blocks (the boot option ROM
 	// among them) as the VM that was saved.
@@ -84,6 +52,55 @@ func argsFor(spec engine.Spec, arch string) []string {
 		"-chardev", "socket,id=qmp,path="+opt(filepath.Join(spec.RunDir, qmpSock))+",server=off",
 		"-mon", "chardev=qmp,mode=control",
 	)
+	a = append(a, deviceArgs(spec)...)
+	// The guest's entropy pool fills at once instead of stalling on boot.
+	a = append(a,
+		"-object", "rng-random,id=rng0,filename=/dev/urandom",
+		"-device", "virtio-rng-device,rng=rng0",
+	)
+	return a
+}
+
+// machineArgs are the accelerator, machine, CPU model and size.
+func machineArgs(spec engine.Spec, arch string) []string {
+	cpus, mem := spec.CPUs, spec.MemoryMiB
+	if cpus <= 0 {
+		cpus = 1
+	}
+	if mem <= 0 {
+		mem = 256
+	}
+	// KVM runs the host's CPU model; TCG emulates the richest model it has.
+	cpu := "max"
+	accel := spec.Accel
+	if accel == "kvm" {
+		cpu = "host"
+	} else {
+		accel = "tcg"
+	}
+	machine := "microvm"
+	if arch == "arm64" {
+		machine = "virt" // microvm is x86 only; virt also has virtio-mmio
+		if accel == "tcg" {
+			// QEMU's own pointer-authentication algorithm is ~3x faster to
+			// emulate than the architected one (boot to ready 3 s vs 10 s).
+			cpu = "max,pauth-impdef=on"
+		}
+	}
+	return []string{
+		"-accel", accel,
+		"-M", machine,
+		"-cpu", cpu,
+		"-smp", fmt.Sprint(cpus),
+		"-m", fmt.Sprint(mem),
+		"-nodefaults", "-no-user-config", "-display", "none",
+		"-no-reboot",
+	}
+}
+
+// deviceArgs are the disks, in order, and the NICs.
+func deviceArgs(spec engine.Spec) []string {
+	var a []string
 	for i, d := range spec.Disks {
 		drive := fmt.Sprintf("id=d%d,file=%s,format=raw,if=none", i, opt(d.Path))
 		if d.ReadOnly {
@@ -102,11 +119,6 @@ func argsFor(spec engine.Spec, arch string) []string {
 		}
 		a = append(a, "-netdev", netdev, "-device", dev)
 	}
-	// The guest's entropy pool fills at once instead of stalling on boot.
-	a = append(a,
-		"-object", "rng-random,id=rng0,filename=/dev/urandom",
-		"-device", "virtio-rng-device,rng=rng0",
-	)
 	return a
 }
 

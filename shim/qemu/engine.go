@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"hypefs/internal/cleanup"
+	"hypefs/internal/sock"
 	"hypefs/shim/engine"
 	"hypefs/shim/qmp"
 )
@@ -78,31 +80,85 @@ func (e *Engine) boot(ctx context.Context, spec engine.Spec, console io.Writer) 
 	if console == nil {
 		console = io.Discard
 	}
+	l := &launch{bin: bin, m: newMachine(spec, console)}
+	defer l.own.Unwind()
+	var undo cleanup.Stack
+	for _, step := range []func(context.Context, *cleanup.Stack) error{l.listen, l.openLog, l.start, l.connect, l.restore} {
+		if err := step(ctx, &undo); err != nil {
+			undo.Unwind()
+			return nil, l.explain(err)
+		}
+	}
+	undo.Release()
+	return l.m, nil
+}
+
+func newMachine(spec engine.Spec, console io.Writer) *Machine {
 	logPath := spec.VMMLog
 	if logPath == "" {
 		logPath = filepath.Join(spec.RunDir, "vmm.log")
 	}
-	conL, err := listen(filepath.Join(spec.RunDir, consoleSock))
-	if err != nil {
-		return nil, err
+	return &Machine{
+		spec:    spec,
+		logPath: logPath,
+		console: console,
+		setup:   make(chan struct{}),
+		exited:  make(chan struct{}),
+		done:    make(chan struct{}),
+		conDone: make(chan struct{}),
+		evDone:  make(chan struct{}),
 	}
-	defer conL.Close()
-	qmpL, err := listen(filepath.Join(spec.RunDir, qmpSock))
-	if err != nil {
-		return nil, err
-	}
-	defer qmpL.Close()
+}
 
-	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("qemu log: %w", err)
-	}
-	defer log.Close() // QEMU holds its own copy
-	logStart, _ := log.Seek(0, io.SeekEnd)
+// launch is one QEMU being started, as named steps: listen on the console
+// and QMP sockets, open the log, start the process, accept its two
+// connections, wait for a restore. What only the launch needs (the
+// listeners, its copy of the log) is closed when it returns; a started
+// QEMU is ended through the cleanup stack if a later step fails.
+type launch struct {
+	bin        string
+	m          *Machine
+	conL, qmpL net.Listener
+	log        *os.File
+	own        cleanup.Stack // what only the launch uses: closed when it returns
+	started    bool
+}
 
-	cmd := exec.Command(bin, Args(spec)...)
-	cmd.Dir = spec.RunDir
-	cmd.Stdout, cmd.Stderr = log, log
+// listen makes the sockets QEMU connects to.
+func (l *launch) listen(context.Context, *cleanup.Stack) error {
+	for _, s := range []struct {
+		l    *net.Listener
+		name string
+	}{{&l.conL, consoleSock}, {&l.qmpL, qmpSock}} {
+		ln, err := sock.ListenUnix(filepath.Join(l.m.spec.RunDir, s.name))
+		if err != nil {
+			return fmt.Errorf("qemu socket: %w", err)
+		}
+		*s.l = ln
+		l.own.Push(func() { ln.Close() })
+	}
+	return nil
+}
+
+// openLog opens the hypervisor's log, remembering where this QEMU's
+// output will begin.
+func (l *launch) openLog(context.Context, *cleanup.Stack) error {
+	log, err := os.OpenFile(l.m.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("qemu log: %w", err)
+	}
+	l.log = log
+	l.own.Push(func() { log.Close() }) // QEMU holds its own copy
+	l.m.logStart, _ = log.Seek(0, io.SeekEnd)
+	return nil
+}
+
+// start runs QEMU; if a later step fails, QEMU is ended.
+func (l *launch) start(_ context.Context, undo *cleanup.Stack) error {
+	m := l.m
+	cmd := exec.Command(l.bin, Args(m.spec)...)
+	cmd.Dir = m.spec.RunDir
+	cmd.Stdout, cmd.Stderr = l.log, l.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Its own group, so QEMU and anything it spawns (the exec:
 		// migration's shell) can be killed together.
@@ -112,75 +168,82 @@ func (e *Engine) boot(ctx context.Context, spec engine.Spec, console io.Writer) 
 		// locked thread in run.
 		Pdeathsig: syscall.SIGKILL,
 	}
-
-	m := &Machine{
-		spec:     spec,
-		cmd:      cmd,
-		logPath:  logPath,
-		logStart: logStart,
-		console:  console,
-		setup:    make(chan struct{}),
-		exited:   make(chan struct{}),
-		done:     make(chan struct{}),
-		conDone:  make(chan struct{}),
-		evDone:   make(chan struct{}),
-	}
+	m.cmd = cmd
 	started := make(chan error, 1)
 	go m.run(started)
 	if err := <-started; err != nil {
-		return nil, fmt.Errorf("qemu start: %w", err)
+		return fmt.Errorf("qemu start: %w", err)
 	}
+	l.started = true
+	undo.Push(m.abandon)
+	return nil
+}
 
-	fail := func(err error) (*Machine, error) {
-		if m.qmp != nil {
-			m.qmp.Close()
-		}
-		if m.con != nil {
-			m.con.Close()
-		}
-		m.setupOnce.Do(func() { close(m.setup) })
-		// QEMU that refuses its command line exits by itself: say that,
-		// in its own words, rather than what it broke on the way out.
-		select {
-		case <-m.exited:
-			if st := m.cmd.ProcessState; st != nil && st.ExitCode() >= 0 {
-				err = fmt.Errorf("qemu start: qemu exited with status %d", st.ExitCode())
-			}
-		case <-time.After(200 * time.Millisecond):
-			m.kill()
-			<-m.exited
-		}
-		if tail := m.vmmTail(); tail != "" {
-			err = fmt.Errorf("%w: %s", err, tail)
-		}
-		return nil, err
+// abandon ends a QEMU whose start failed: it closes what the launch
+// connected, then waits briefly for QEMU to exit by itself (one that
+// refuses its command line does) before killing it.
+func (m *Machine) abandon() {
+	if m.qmp != nil {
+		m.qmp.Close()
 	}
-	acceptCtx, cancel := context.WithTimeout(ctx, connectTimeout)
+	if m.con != nil {
+		m.con.Close()
+	}
+	m.setupOnce.Do(func() { close(m.setup) })
+	select {
+	case <-m.exited:
+	case <-time.After(200 * time.Millisecond):
+		m.kill()
+		<-m.exited
+	}
+}
+
+// connect accepts QEMU's console and QMP connections.
+func (l *launch) connect(ctx context.Context, undo *cleanup.Stack) error {
+	m := l.m
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	con, err := m.accept(acceptCtx, conL, "console")
+	con, err := m.accept(ctx, l.conL, "console")
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	m.con = con
 	go m.pumpConsole()
-	qc, err := m.accept(acceptCtx, qmpL, "qmp")
+	qc, err := m.accept(ctx, l.qmpL, "qmp")
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	m.qmp, err = qmp.New(acceptCtx, qc)
-	if err != nil {
+	if m.qmp, err = qmp.New(ctx, qc); err != nil {
 		qc.Close()
-		return fail(fmt.Errorf("qemu qmp: %w", err))
+		return fmt.Errorf("qemu qmp: %w", err)
 	}
 	go m.watchEvents()
 	m.setupOnce.Do(func() { close(m.setup) })
+	return nil
+}
 
-	if spec.RestoreFrom != "" {
-		if err := m.waitIncoming(ctx); err != nil {
-			return fail(err)
-		}
+// restore waits, when restoring, until QEMU has loaded the saved state.
+func (l *launch) restore(ctx context.Context, _ *cleanup.Stack) error {
+	if l.m.spec.RestoreFrom == "" {
+		return nil
 	}
-	return m, nil
+	return l.m.waitIncoming(ctx)
+}
+
+// explain words a failed launch: a QEMU that refused its command line
+// exited by itself, and its own words (the log's tail) say why better
+// than what broke on the way out.
+func (l *launch) explain(err error) error {
+	if !l.started {
+		return err
+	}
+	if st := l.m.cmd.ProcessState; st != nil && st.ExitCode() >= 0 {
+		err = fmt.Errorf("qemu start: qemu exited with status %d", st.ExitCode())
+	}
+	if tail := l.m.vmmTail(); tail != "" {
+		err = fmt.Errorf("%w: %s", err, tail)
+	}
+	return err
 }
 
 // check refuses specs that QEMU would refuse less clearly.
@@ -199,23 +262,8 @@ func check(spec engine.Spec) error {
 	return nil
 }
 
-// listen creates a fresh unix socket, replacing a stale one left by a
-// killed shim (only sockets are removed).
-func listen(path string) (*net.UnixListener, error) {
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		os.Remove(path)
-	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("qemu socket: %w", err)
-	}
-	// Once QEMU is connected nobody else may: the file goes with Close.
-	l.SetUnlinkOnClose(true)
-	return l, nil
-}
-
 // accept waits for QEMU to connect, giving up if QEMU exits first.
-func (m *Machine) accept(ctx context.Context, l *net.UnixListener, what string) (net.Conn, error) {
+func (m *Machine) accept(ctx context.Context, l net.Listener, what string) (net.Conn, error) {
 	type result struct {
 		c   net.Conn
 		err error

@@ -21,10 +21,7 @@ import (
 	"hypefs/shim/engine"
 )
 
-const (
-	debPath     = "/tmp/kdeb/linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb"
-	readyMarker = "hypefs: guest ready"
-)
+const readyMarker = "hypefs: guest ready"
 
 // kit is the kernel, initramfs and command line every test boots; one
 // kernel cache serves the whole package. skipReason is set instead when
@@ -55,19 +52,26 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// prepareKit fills kit, or returns why the VM tests must skip.
+// prepareKit fills kit, or returns why the VM tests must skip. The kernel
+// comes from the guest kernel cache that make deps fills (HYPEFS_KERNELS,
+// default guest.DefaultKernelsDir), as the daemon's own boots take it; a
+// linux-image .deb named by HYPEFS_TEST_DEB is unpacked instead. Tests
+// never download.
 func prepareKit(dir string) string {
 	if _, err := exec.LookPath(binaryFor("amd64")); err != nil {
 		return "qemu-system-x86_64 is not installed"
 	}
-	if _, err := os.Stat(debPath); err != nil {
-		return "no kernel package at " + debPath
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	kernels := filepath.Join(dir, "kernels")
-	if _, err := guest.FetchDeb(ctx, kernels, debPath); err != nil {
-		return "guest.FetchDeb: " + err.Error()
+	kernels := os.Getenv("HYPEFS_KERNELS")
+	if kernels == "" {
+		kernels = guest.DefaultKernelsDir
+	}
+	if deb := os.Getenv("HYPEFS_TEST_DEB"); deb != "" {
+		kernels = filepath.Join(dir, "kernels")
+		if _, err := guest.FetchDeb(ctx, kernels, deb); err != nil {
+			return "guest.FetchDeb: " + err.Error()
+		}
 	}
 	initBin := filepath.Join(dir, "hypefs-init")
 	build := exec.CommandContext(ctx, "go", "build", "-o", initBin, "hypefs/cmd/hypefs-init")
@@ -75,9 +79,9 @@ func prepareKit(dir string) string {
 	if out, err := build.CombinedOutput(); err != nil {
 		return "building hypefs-init: " + err.Error() + ": " + string(out)
 	}
-	b, err := guest.Prepare(ctx, guest.Options{KernelsDir: kernels, Init: initBin, Busybox: "/bin/busybox"})
+	b, err := guest.Prepare(ctx, guest.Options{KernelsDir: kernels, Init: initBin, Busybox: "/bin/busybox", Arch: "amd64"})
 	if err != nil {
-		return "guest.Prepare: " + err.Error()
+		return "no guest kernel to boot (run \"make deps\"): " + err.Error()
 	}
 	b.Cmdline += " tsc_early_khz=" + hostTSCkHz()
 	kit = b

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"hypefs/shim/engine"
 )
 
 // snapshotConfig is written next to the state: what the state needs to
@@ -42,7 +44,7 @@ func (m *Machine) Snapshot(ctx context.Context, dir string) error {
 		return fmt.Errorf("qemu snapshot: %w", err)
 	}
 	if st != "paused" && st != "postmigrate" {
-		return fmt.Errorf("qemu snapshot: vm is %s, not paused", st)
+		return fmt.Errorf("qemu snapshot: vm is %s, not paused: %w", st, engine.ErrWrongState)
 	}
 	// The default migration bandwidth limit (128 MiB/s) only slows a
 	// local file down.

@@ -82,21 +82,6 @@ type message struct {
 	} `json:"timestamp"`
 }
 
-// Dial connects to a QMP unix socket and negotiates capabilities.
-func Dial(ctx context.Context, path string) (*Client, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("qmp dial: %w", err)
-	}
-	c, err := New(ctx, conn)
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return c, nil
-}
-
 // New runs the handshake on an established connection (reads the
 // greeting, sends qmp_capabilities) and returns a ready client. ctx bounds
 // the handshake only. On error the caller still owns conn.

@@ -25,6 +25,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"hypefs/internal/sock"
 )
 
 // DialFunc opens a connection to a vsock port of the guest.
@@ -59,11 +61,10 @@ type Server struct {
 	// Logf, when set, receives one line per refused or failed client.
 	Logf func(format string, args ...any)
 
-	mu        sync.Mutex
-	closed    bool
-	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
-	wg        sync.WaitGroup
+	mu     sync.Mutex
+	closed bool
+	open   map[io.Closer]struct{} // listeners, clients and guest connections, for Close
+	wg     sync.WaitGroup
 }
 
 // Serve accepts clients on l until l fails or Close is called; it then
@@ -75,28 +76,22 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	defer s.untrack(l)
 	defer l.Close()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if s.isClosed() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("accept vsock proxy client: %w", err)
-		}
+	err := sock.Serve(l, func(c net.Conn) bool {
 		if !s.startClient(c) {
 			c.Close()
-			return ErrServerClosed
+			return false
 		}
 		go func() {
 			defer s.wg.Done()
-			defer s.untrackConn(c)
+			defer s.untrack(c)
 			s.handle(c)
 		}()
+		return true
+	})
+	if err == nil || s.isClosed() {
+		return ErrServerClosed
 	}
+	return fmt.Errorf("accept vsock proxy client: %w", err)
 }
 
 // Close stops every Serve, closes every open client and guest connection
@@ -104,10 +99,7 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
-	for l := range s.listeners {
-		l.Close()
-	}
-	for c := range s.conns {
+	for c := range s.open {
 		c.Close()
 	}
 	s.mu.Unlock()
@@ -167,11 +159,11 @@ func (s *Server) handle(client net.Conn) {
 		refuse(client, hs, fmt.Errorf("connect to guest port %d: %w", port, err))
 		return
 	}
-	if !s.trackConn(guest) {
+	if !s.track(guest) {
 		guest.Close()
 		return
 	}
-	defer s.untrackConn(guest)
+	defer s.untrack(guest)
 	defer guest.Close()
 
 	// The reply gets a deadline of its own (the dial may have used up the
@@ -259,23 +251,12 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-func (s *Server) track(l net.Listener) bool {
+// track records c (a listener or a connection) for Close, unless the
+// server is closed.
+func (s *Server) track(c io.Closer) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	if s.listeners == nil {
-		s.listeners = map[net.Listener]struct{}{}
-	}
-	s.listeners[l] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(l net.Listener) {
-	s.mu.Lock()
-	delete(s.listeners, l)
-	s.mu.Unlock()
+	return s.trackLocked(c)
 }
 
 // startClient tracks c and counts its goroutine in one critical section,
@@ -283,34 +264,27 @@ func (s *Server) untrack(l net.Listener) {
 func (s *Server) startClient(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.trackConnLocked(c) {
+	if !s.trackLocked(c) {
 		return false
 	}
 	s.wg.Add(1)
 	return true
 }
 
-func (s *Server) trackConn(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.trackConnLocked(c)
-}
-
-// trackConnLocked records c for Close, unless the server is closed.
-// Caller holds s.mu.
-func (s *Server) trackConnLocked(c net.Conn) bool {
+// trackLocked is track; the caller holds s.mu.
+func (s *Server) trackLocked(c io.Closer) bool {
 	if s.closed {
 		return false
 	}
-	if s.conns == nil {
-		s.conns = map[net.Conn]struct{}{}
+	if s.open == nil {
+		s.open = map[io.Closer]struct{}{}
 	}
-	s.conns[c] = struct{}{}
+	s.open[c] = struct{}{}
 	return true
 }
 
-func (s *Server) untrackConn(c net.Conn) {
+func (s *Server) untrack(c io.Closer) {
 	s.mu.Lock()
-	delete(s.conns, c)
+	delete(s.open, c)
 	s.mu.Unlock()
 }

@@ -26,7 +26,7 @@ func (m *Machine) transition(ctx context.Context, what string, from, to State, o
 		return err
 	}
 	if st != from {
-		return fmt.Errorf("%s vm in state %s: %w", what, st, ErrWrongState)
+		return fmt.Errorf("%s vm in state %s: %w", what, st, engine.ErrWrongState)
 	}
 	if err := callVM(ctx, func() error { return op(r.vm) }); err != nil {
 		return fmt.Errorf("%s vm: %w", what, err)
@@ -44,7 +44,7 @@ func (m *Machine) PowerButton(ctx context.Context) error {
 		return err
 	}
 	if st != StateRunning {
-		return fmt.Errorf("power button in state %s: %w", st, ErrWrongState)
+		return fmt.Errorf("power button in state %s: %w", st, engine.ErrWrongState)
 	}
 	prev := m.setCause(causePowerButton)
 	if err := callVM(ctx, r.vm.RequestStop); err != nil {

@@ -354,32 +354,31 @@ func (m *Machine) Exit() engine.Exit {
 // callVM runs a blocking framework call under ctx. The framework cannot
 // cancel its operations: when ctx ends first, the call goes on in the
 // background and its result is dropped.
-func callVM(ctx context.Context, op func() error) error {
-	ch := make(chan error, 1)
-	go func() { ch <- op() }()
-	select {
-	case err := <-ch:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func callVM(ctx context.Context, op func() error) error { return runVM(ctx, op, nil) }
 
 // bootVM is callVM for Start: if ctx ends first and the start later
 // succeeds, the VM is stopped, so no orphan guest keeps running inside the
 // shim.
 func bootVM(ctx context.Context, vm vmHandle, op func() error) error {
+	return runVM(ctx, op, func(err error) {
+		if err == nil {
+			vm.Stop()
+		}
+	})
+}
+
+// runVM runs op under ctx; when ctx ends first, late (if not nil) is
+// handed op's result once it comes.
+func runVM(ctx context.Context, op func() error, late func(error)) error {
 	ch := make(chan error, 1)
 	go func() { ch <- op() }()
 	select {
 	case err := <-ch:
 		return err
 	case <-ctx.Done():
-		go func() {
-			if <-ch == nil {
-				vm.Stop()
-			}
-		}()
+		if late != nil {
+			go func() { late(<-ch) }()
+		}
 		return ctx.Err()
 	}
 }

@@ -168,16 +168,16 @@ func TestPauseResumeAndWrongStates(t *testing.T) {
 	m, _ := boot(t, hv, baseSpec(t))
 	sub, cancel := m.Subscribe()
 	defer cancel()
-	if err := m.Resume(ctxT(t)); !errors.Is(err, ErrWrongState) {
+	if err := m.Resume(ctxT(t)); !errors.Is(err, engine.ErrWrongState) {
 		t.Fatalf("resume running: %v", err)
 	}
 	if err := m.Pause(ctxT(t)); err != nil || m.State() != StatePaused {
 		t.Fatalf("pause: %v, state %s", err, m.State())
 	}
-	if err := m.Pause(ctxT(t)); !errors.Is(err, ErrWrongState) {
+	if err := m.Pause(ctxT(t)); !errors.Is(err, engine.ErrWrongState) {
 		t.Fatalf("pause paused: %v", err)
 	}
-	if err := m.PowerButton(ctxT(t)); !errors.Is(err, ErrWrongState) {
+	if err := m.PowerButton(ctxT(t)); !errors.Is(err, engine.ErrWrongState) {
 		t.Fatalf("power button paused: %v", err)
 	}
 	if err := m.Resume(ctxT(t)); err != nil || m.State() != StateRunning {

@@ -1,7 +1,6 @@
 package vz
 
 import (
-	"errors"
 	"time"
 
 	"hypefs/shim/engine"
@@ -47,10 +46,6 @@ func (s State) String() string {
 // Terminal reports whether the VM has ended in state s. A VM that was
 // running never leaves Stopped or Error on its own.
 func (s State) Terminal() bool { return s == StateStopped || s == StateError }
-
-// ErrWrongState is wrapped by control methods that the VM's current state
-// forbids (pause a paused VM, snapshot a running one).
-var ErrWrongState = errors.New("operation not allowed in the vm's current state")
 
 // stopCause records what the shim asked for before the VM ended, so the
 // end can be told apart from one nobody asked for.

@@ -1,16 +1,4 @@
-// Package shim is the per-VM supervisor: it owns one hypervisor engine,
-// the VM's serial console (appended to the instance's log and fanned out
-// to live readers), the exit record, and an HTTP API on a Unix socket that
-// follows Cloud Hypervisor's (package api).
-//
-// A shim is started detached by the daemon and outlives it. It writes its
-// record (Config.RecordPath) atomically before it reports ready, and it is
-// the only waiter on the hypervisor, so it alone can record how the VM
-// ended (Config.ExitPath). When the VM has ended it writes the exit record,
-// closes its sockets and exits.
-//
-// The shim never imports the filesystem packages.
-package shim
+package api
 
 import (
 	"encoding/json"
@@ -21,13 +9,18 @@ import (
 	"hypefs/shim/engine"
 )
 
-// ReadyMarker is the console line with which hypefs-init says the guest is up.
-const ReadyMarker = "hypefs: guest ready"
+// The daemon and a shim also speak through three files in the instance's
+// directories: the daemon writes Config before it starts the shim, the
+// shim writes Record once the VM runs and ExitRecord when it has ended.
+
+// APIVersion is raised when the daemon/shim protocol (these files, the
+// hypefs.* endpoints) changes incompatibly. A daemon follows only shims
+// whose Record carries its own version.
+const APIVersion = 1
 
 // Config is what the daemon hands a shim (as a JSON file).
 type Config struct {
 	Engine        engine.Spec `json:"engine"`
-	Hypervisor    string      `json:"hypervisor"`     // "qemu" or "vz"
 	APISocket     string      `json:"api_socket"`     // HTTP API
 	ConsoleSocket string      `json:"console_socket"` // live console: output from connect on; input typed into the guest
 	VsockSocket   string      `json:"vsock_socket"`   // CONNECT-port proxy, where the engine has vsock
@@ -48,9 +41,6 @@ type Record struct {
 	Accel         string    `json:"accel"`
 }
 
-// APIVersion is raised when the daemon/shim protocol changes incompatibly.
-const APIVersion = 1
-
 // ExitRecord is written when the VM has ended.
 type ExitRecord struct {
 	engine.Exit
@@ -59,22 +49,47 @@ type ExitRecord struct {
 	Started time.Time `json:"started"`
 	Detail  string    `json:"detail,omitempty"` // e.g. "did not shut down within 30s; killed"
 	// GuestExit is the exit status of the guest's program, when its init
-	// reported one (ExitMarker) before the VM ended.
+	// reported one before the VM ended.
 	GuestExit *int `json:"guest_exit,omitempty"`
 }
 
 // LoadConfig reads a Config file.
 func LoadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read shim config: %w", err)
-	}
 	var c Config
-	if err := json.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("parse shim config %s: %w", path, err)
+	if err := readJSON(path, &c); err != nil {
+		return nil, fmt.Errorf("shim config: %w", err)
 	}
 	if c.APISocket == "" || c.ConsoleSocket == "" || c.LogPath == "" || c.RecordPath == "" || c.ExitPath == "" {
 		return nil, fmt.Errorf("shim config %s: a socket or file path is missing", path)
 	}
 	return &c, nil
+}
+
+// ReadRecord reads a shim's Record.
+func ReadRecord(path string) (*Record, error) {
+	var r Record
+	if err := readJSON(path, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// ReadExitRecord reads a shim's ExitRecord.
+func ReadExitRecord(path string) (*ExitRecord, error) {
+	var ex ExitRecord
+	if err := readJSON(path, &ex); err != nil {
+		return nil, err
+	}
+	return &ex, nil
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("parse %s: %w", path, err)
+	}
+	return nil
 }

@@ -1,9 +1,9 @@
-package host
+package bootid
 
 import "golang.org/x/sys/unix"
 
-// BootID identifies the current boot of the host (see the Linux twin).
-func BootID() string {
+// Current identifies the current boot of the host (see the Linux twin).
+func Current() string {
 	s, err := unix.Sysctl("kern.bootsessionuuid")
 	if err != nil {
 		return ""
