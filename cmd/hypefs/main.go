@@ -104,6 +104,13 @@ func mount(args []string, serveOnly bool) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 
+	if !serveOnly {
+		// Before anything starts: dead mounts of a crash go, and a live
+		// hypefs on this mountpoint is refused.
+		if err := fusefs.ClearStale(mnt); err != nil {
+			fatal(err)
+		}
+	}
 	var tree *hfs.Tree
 	var treeRef atomic.Pointer[hfs.Tree] // events before the tree exists are dropped
 	onEvent := func(ev instance.Event) {
