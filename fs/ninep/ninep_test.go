@@ -296,9 +296,27 @@ func TestListReadAttrs(t *testing.T) {
 	_, _, _, err = fx.root.Create("new", p9.WriteOnly, 0o644, 0, 0)
 	wantErrno(t, "create", err, linux.EPERM)
 	wantErrno(t, "chmod", st.SetAttr(p9.SetAttrMask{Permissions: true}, p9.SetAttr{Permissions: 0o777}), linux.EPERM)
+	if err := st.SetAttr(p9.SetAttrMask{Permissions: true}, p9.SetAttr{Permissions: 0o444}); err != nil {
+		t.Errorf("chmod to the mode status has: %v", err)
+	}
 	wantErrno(t, "truncate status", st.SetAttr(p9.SetAttrMask{Size: true}, p9.SetAttr{}), linux.EPERM)
 	_, err = fx.root.Mkdir("d", 0o755, 0, 0)
 	wantErrno(t, "mkdir in a fixed directory", err, linux.EPERM)
+
+	// Times do not move while nothing changes; fsync of a fid that only
+	// read succeeds; the follow file is found by walk.
+	_, _, a1, _ := st.GetAttr(p9.AttrMaskAll)
+	time.Sleep(20 * time.Millisecond)
+	_, _, a2, _ := st.GetAttr(p9.AttrMaskAll)
+	if a1.MTimeNanoSeconds != a2.MTimeNanoSeconds || a1.MTimeSeconds != a2.MTimeSeconds || a1.ATimeSeconds != a1.MTimeSeconds || a1.CTimeSeconds != a1.MTimeSeconds {
+		t.Errorf("status times move or differ: %+v / %+v", a1, a2)
+	}
+	ro := open(t, fx.root, "status", p9.ReadOnly)
+	if err := ro.FSync(); err != nil {
+		t.Errorf("fsync of a read-only fid: %v", err)
+	}
+	ro.Close()
+	walk(t, fx.root, "console")
 }
 
 func TestMkdirRmdir(t *testing.T) {
