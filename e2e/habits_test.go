@@ -60,6 +60,8 @@ func TestHabitFollowFirstBoot(t *testing.T) {
 }
 
 // 2. Copying, archiving and searching finish; following stays one command.
+// Long: it runs each tool of the habit in turn over the same two instances
+// (booting them is what costs), then the followers that must still work.
 func TestHabitCopyArchiveSearch(t *testing.T) {
 	needTools(t, "cp", "tar", "zip", "rsync", "grep", "find", "wc", "du", "gio", "python3")
 	d := testenv.NewDaemon(t)

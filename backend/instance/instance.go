@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -312,6 +313,7 @@ func (i *Instance) saveNow() {
 	defer i.saveMu.Unlock()
 	i.mu.Lock()
 	r, v, gone := i.rec, i.version, i.deleted
+	r.Facts = maps.Clone(r.Facts) // written under mu (a guest's address), read below without it
 	i.mu.Unlock()
 	if gone || v <= i.written {
 		return
