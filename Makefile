@@ -2,6 +2,10 @@
 #   make run    install what is missing, build, mount the tree at ./mnt
 #   make test   install what is missing, build, run every test
 #   make bench  the benchmarks, ending with one BENCH line per figure
+#
+# kube/ (hypefs kubelet, the Kubernetes node) is a Go module of its own, so
+# that the Kubernetes client stays out of the daemon's build: each target
+# runs in both modules.
 
 GO      ?= go
 BIN     := $(CURDIR)/bin
@@ -21,6 +25,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/hypefs-init ./cmd/hypefs-init
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/hypefs ./cmd/hypefs
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/hypefs-shim ./cmd/hypefs-shim
+	cd kube && $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/hypefs-kubelet ./cmd/hypefs-kubelet
 
 run: deps build
 	@mkdir -p $(MNT)
@@ -41,12 +46,15 @@ run: deps build
 vet:
 	$(GO) vet ./...
 	GO=$(GO) ./scripts/vet-darwin.sh
+	cd kube && $(GO) vet ./...
 
 test: deps build vet
 	$(GO) test -race -count=1 -timeout 25m ./...
+	cd kube && $(GO) test -race -count=1 -timeout 15m ./...
 
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./bench/ | tee bench.out
+	cd kube && $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 20m ./bench/ | tee -a ../bench.out
 	@grep '^BENCH ' bench.out || true
 
 clean:

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Installs what hypefs needs on Debian/Ubuntu, idempotently: Debian packages
-# that are missing, then the guest kernel into the kernel cache. Safe to
-# run again; it does nothing when everything is there.
+# that are missing, the guest kernel into the kernel cache, and the
+# Kubernetes control plane the kube tests run (built once, about 5-8
+# minutes the first time). Safe to run again; it does nothing when
+# everything is there.
 set -eu
 
 KERNELS="${HYPEFS_KERNELS:-/var/lib/hypefs/kernels}"
@@ -65,5 +67,11 @@ if [ "$(uname -m)" = x86_64 ] && [ "${HYPEFS_DEPS_ARM64:-1}" != 0 ] && command -
 	! ls "$KERNELS"/*/Image >/dev/null 2>&1; then
 	echo "deps: fetching the arm64 guest kernel into $KERNELS"
 	$SUDO env HYPEFS_KERNELS="$KERNELS" go run ./cmd/hypefs kernel fetch --arch arm64
+fi
+# The Kubernetes control plane for the kube tests and benchmarks (kube/),
+# built once from the Go module proxy into a cache named after its versions.
+# Set HYPEFS_DEPS_KUBE=0 to skip it; those tests then skip and say why.
+if [ "${HYPEFS_DEPS_KUBE:-1}" != 0 ]; then
+	"$(dirname "$0")/kube-tools.sh"
 fi
 echo "deps: ok"

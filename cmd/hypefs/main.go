@@ -3,6 +3,7 @@
 //	hypefs mount [flags] MOUNTPOINT   serve the tree over FUSE (foreground)
 //	hypefs serve --9p ADDR [flags]    serve the tree over 9P only (foreground)
 //	hypefs kernel fetch [flags]       download the guest kernel into the cache
+//	hypefs kubelet --mount DIR [...]  be a Kubernetes node (runs hypefs-kubelet)
 //	hypefs version
 package main
 
@@ -41,6 +42,8 @@ func main() {
 		mount(os.Args[2:], true)
 	case "kernel":
 		kernel(os.Args[2:])
+	case "kubelet":
+		kubelet(os.Args[2:])
 	case "version", "--version", "-v":
 		fmt.Println("hypefs", Version)
 	default:
@@ -54,6 +57,7 @@ func usage() {
                [--network auto|on|off] [--bridge NAME] [--subnet CIDR] MOUNTPOINT
   hypefs serve --9p ADDR [--9p-allow-remote] [--data DIR] [--run DIR] [--kernels DIR] [--bin DIR]
   hypefs kernel fetch [--kernels DIR] [--arch amd64|arm64] [--deb FILE]
+  hypefs kubelet --mount DIR [--kubeconfig FILE] [--node-name NAME] [...]   (see docs/kubernetes.md)
   hypefs version`)
 	os.Exit(2)
 }

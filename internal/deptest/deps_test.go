@@ -21,10 +21,11 @@ type rule struct {
 
 var rules = []rule{
 	{"hypefs/cmd/hypefs-shim", []string{"linux", "darwin"},
-		[]string{"hypefs/fs/...", "hypefs/backend/...", "hypefs/cmd/hypefs"},
+		[]string{"hypefs/fs/...", "hypefs/backend/...", "hypefs/cmd/hypefs", "k8s.io/...", "github.com/virtual-kubelet/..."},
 		[]string{"hypefs/shim", "hypefs/shim/api"}},
 	{"hypefs/cmd/hypefs", []string{"linux", "darwin"},
-		[]string{"hypefs/shim", "hypefs/shim/vsockproxy", "hypefs/shim/qemu", "hypefs/shim/qmp", "hypefs/shim/vz", "hypefs/cmd/hypefs-shim"},
+		[]string{"hypefs/shim", "hypefs/shim/vsockproxy", "hypefs/shim/qemu", "hypefs/shim/qmp", "hypefs/shim/vz", "hypefs/cmd/hypefs-shim",
+			"k8s.io/...", "github.com/virtual-kubelet/..."}, // Kubernetes lives in hypefs-kubelet (kube/)
 		[]string{"hypefs/shim/api", "hypefs/shim/client", "hypefs/fs", "hypefs/backend/instance"}},
 	{"hypefs/cmd/hypefs-init", []string{"linux"}, // the guest's init: Linux only
 		[]string{"hypefs/fs/...", "hypefs/backend/...", "hypefs/shim/..."},
