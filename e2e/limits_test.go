@@ -14,6 +14,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"hypefs/internal/test9p"
 	"hypefs/internal/testenv"
 	"hypefs/internal/testimage"
 )
@@ -63,7 +64,7 @@ func TestNameClashes(t *testing.T) {
 	if fi, err := os.Lstat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("9P socket: %v %v", fi, err)
 	}
-	root, err := testenv.Dial9PAs(t, "unix:"+sock, 0)
+	root, err := test9p.DialAs(t, "unix:"+sock, 0)
 	if err != nil {
 		t.Fatalf("9P after the clashing boots: %v", err)
 	}

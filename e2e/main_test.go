@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"hypefs/internal/testenv"
+	"hypefs/internal/test9p"
 )
 
 // attachEnv makes the test binary, started again (as another user),
@@ -30,7 +30,7 @@ func attachChild(spec string) string {
 		return "bad spec " + spec
 	}
 	n, _ := strconv.ParseUint(f[2], 10, 32)
-	root, closeFn, err := testenv.Attach9P(f[0], f[1], uint32(n))
+	root, closeFn, err := test9p.Attach(f[0], f[1], uint32(n))
 	if closeFn != nil {
 		defer closeFn()
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
 
+	"hypefs/internal/test9p"
 	"hypefs/internal/testenv"
 	"hypefs/internal/testimage"
 )
@@ -273,7 +274,7 @@ func TestPermissions(t *testing.T) {
 	// The same rows over 9P, attaching as each actor.
 	roots := map[string]p9.File{}
 	for _, a := range actors {
-		r, err := testenv.Dial9PAs(t, "unix:"+sock, a.uid)
+		r, err := test9p.DialAs(t, "unix:"+sock, a.uid)
 		if err != nil {
 			t.Fatalf("9P attach as %s: %v", a.name, err)
 		}
@@ -526,15 +527,15 @@ func TestNinePClaims(t *testing.T) {
 		want   string
 	}{
 		{"member as themselves", &member, "", member.UID, "ok"},
-		{"member by name", &member, member.Name, testenv.NoUID, "ok"},
-		{"member naming no one: who connected", &member, "", testenv.NoUID, "ok"},
+		{"member by name", &member, member.Name, test9p.NoUID, "ok"},
+		{"member naming no one: who connected", &member, "", test9p.NoUID, "ok"},
 		{"member claiming root", &member, "", 0, "attach EACCES"},
-		{"member claiming root by name", &member, "root", testenv.NoUID, "attach EACCES"},
+		{"member claiming root by name", &member, "root", test9p.NoUID, "attach EACCES"},
 		{"member claiming the outsider", &member, "", outsider.UID, "attach EACCES"},
 		{"outsider as themselves", &outsider, "", outsider.UID, "list EACCES"},
 		{"root as the member", nil, "", member.UID, "ok"},
-		{"root as the outsider", nil, outsider.Name, testenv.NoUID, "list EACCES"},
-		{"an unknown name", nil, "hft-no-such-user", testenv.NoUID, "attach EACCES"},
+		{"root as the outsider", nil, outsider.Name, test9p.NoUID, "list EACCES"},
+		{"an unknown name", nil, "hft-no-such-user", test9p.NoUID, "attach EACCES"},
 	} {
 		if got := attach(c.u, c.uname, c.nuname); got != c.want {
 			t.Errorf("%s: %q, want %q", c.what, got, c.want)

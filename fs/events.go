@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -16,10 +17,18 @@ import (
 type Hub struct {
 	mu   sync.Mutex
 	subs map[*eventsHandle]struct{}
+	last time.Time // when the last line was published
 }
 
 // NewHub returns an empty hub.
 func NewHub() *Hub { return &Hub{subs: map[*eventsHandle]struct{}{}} }
+
+// Last is when the hub last published a line (zero: never).
+func (h *Hub) Last() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last
+}
 
 // Publish sends an instance event to every reader that wants it.
 // Non-state events (refusals) are not published.
@@ -32,15 +41,23 @@ func (h *Hub) Publish(ev instance.Event) {
 		return
 	}
 	line := fmt.Sprintf("%s %s %s", ev.Time.UTC().Format(time.RFC3339Nano), ev.Instance, state)
-	if ev.Detail != "" {
-		line += " " + oneLine(ev.Detail)
+	// The detail never repeats the state: "stopped" with "stopped by
+	// request" reads "NAME stopped by request".
+	detail := oneLine(ev.Detail)
+	if rest, ok := strings.CutPrefix(detail, state); ok && (rest == "" || rest[0] == ' ') {
+		detail = strings.TrimSpace(rest)
+	}
+	if detail != "" {
+		line += " " + detail
 	}
 	b := []byte(line + "\n")
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.last = ev.Time
 	for s := range h.subs {
 		if s.filter == "" || s.filter == ev.Instance {
-			s.buf.append(b, false)
+			// The events of a removed instance end with its last line.
+			s.buf.append(b, ev.Deleted && s.filter != "")
 		}
 	}
 }
@@ -57,27 +74,38 @@ func oneLine(s string) string {
 }
 
 // EventsFile follows events from open on: every instance's (filter "") or
-// one instance's. Reads block for new lines; size 0; direct I/O.
+// one instance's, until that instance is removed (then EOF). Reads block
+// for new lines (or fail with EAGAIN when opened O_NONBLOCK); size 0;
+// direct I/O; not listed.
 type EventsFile struct {
 	base
 	hub    *Hub
 	filter string
+	gone   func() bool // the instance was removed
 }
 
-// NewEventsFile makes an events file for the hub.
-func NewEventsFile(hub *Hub, filter string) *EventsFile {
-	return &EventsFile{base: newBase(0o444), hub: hub, filter: filter}
+// NewEventsFile makes an events file for the hub; gone, if not nil, tells
+// when the instance the file follows was removed.
+func NewEventsFile(hub *Hub, filter string, gone func() bool) *EventsFile {
+	return &EventsFile{base: newBase(0o444), hub: hub, filter: filter, gone: gone}
 }
 
-func (f *EventsFile) Stat(context.Context) (int64, time.Time) { return 0, time.Now() }
+func (f *EventsFile) Stat(context.Context) (int64, time.Time) { return 0, f.changed() }
+
+// Follows marks a follow file.
+func (f *EventsFile) Follows() {}
 
 func (f *EventsFile) Open(ctx context.Context, flags int) (Handle, error) {
 	if flags&(os.O_WRONLY|os.O_RDWR) != 0 {
 		return nil, syscall.EACCES
 	}
-	h := &eventsHandle{hub: f.hub, filter: f.filter, buf: newFollowBuf()}
+	h := &eventsHandle{hub: f.hub, filter: f.filter, buf: newFollowBuf(flags)}
 	f.hub.mu.Lock()
-	f.hub.subs[h] = struct{}{}
+	if f.gone != nil && f.gone() {
+		h.buf.append(nil, true)
+	} else {
+		f.hub.subs[h] = struct{}{}
+	}
 	f.hub.mu.Unlock()
 	return h, nil
 }

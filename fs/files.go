@@ -3,18 +3,28 @@ package fs
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"sync"
 	"syscall"
 	"time"
+
+	"hypefs/internal/errno"
 )
 
-// base carries a node's id, mode and ownership (see access.go).
+// base carries a node's id, mode, ownership (see access.go) and
+// modification time. A node of an instance's directory also knows its
+// name and how to record a refusal in the instance's error file (set by
+// the directory).
 type base struct {
-	id   uint64
-	mode os.FileMode
-	own  *Ownership
+	id    uint64
+	mode  os.FileMode
+	own   *Ownership
+	born  time.Time
+	mtime func() time.Time // when the content last changed; nil: born
+	nm    string
+	ref   func(cause string, err *errno.Error) error
 }
 
 func (b *base) ID() uint64                               { return b.id }
@@ -22,7 +32,37 @@ func (b *base) Mode() os.FileMode                        { return b.mode }
 func (b *base) Ownership() *Ownership                    { return b.own }
 func (b *base) setAccess(o *Ownership, mode os.FileMode) { b.own, b.mode = o, mode }
 
-func newBase(mode os.FileMode) base { return base{id: NewID(), mode: mode} }
+func newBase(mode os.FileMode) base { return base{id: NewID(), mode: mode, born: time.Now()} }
+
+// changed is the node's modification time.
+func (b *base) changed() time.Time {
+	if b.mtime != nil {
+		if t := b.mtime(); !t.IsZero() {
+			return t
+		}
+	}
+	return b.born
+}
+
+func (b *base) name() string { return b.nm }
+
+func (b *base) refuser() func(string, *errno.Error) error { return b.ref }
+
+// refuser is a node that can record a refusal in its instance's error file.
+type refuser interface {
+	refuser() func(string, *errno.Error) error
+}
+
+// timed is a node whose modification time can be set.
+type timed interface {
+	setMtime(func() time.Time)
+	setOwner(name string, ref func(string, *errno.Error) error)
+}
+
+func (b *base) setMtime(f func() time.Time) { b.mtime = f }
+func (b *base) setOwner(name string, ref func(string, *errno.Error) error) {
+	b.nm, b.ref = name, ref
+}
 
 // noWrite is the refusal of read-only handles.
 type noWrite struct{}
@@ -33,12 +73,12 @@ func (noWrite) Write(context.Context, []byte, int64) (int, error) { return 0, sy
 // consistent snapshot, read at any offset, EOF at its end.
 type GenFile struct {
 	base
-	gen   func(ctx context.Context) []byte
-	mtime func() time.Time
+	gen func(ctx context.Context) []byte
 }
 
-// WithMtime makes the file report mtime() as its modification time
-// (instead of now), e.g. when the state it shows last changed.
+// WithMtime makes the file report mtime() as its modification time, e.g.
+// when the state it shows last changed. Without it, the file's time is
+// when it was made: its content changes only with what made it.
 func (f *GenFile) WithMtime(mtime func() time.Time) *GenFile {
 	f.mtime = mtime
 	return f
@@ -50,10 +90,7 @@ func NewGenFile(gen func(ctx context.Context) []byte) *GenFile {
 }
 
 func (f *GenFile) Stat(ctx context.Context) (int64, time.Time) {
-	if f.mtime != nil {
-		return int64(len(f.gen(ctx))), f.mtime()
-	}
-	return int64(len(f.gen(ctx))), time.Now()
+	return int64(len(f.gen(ctx))), f.changed()
 }
 
 func (f *GenFile) Open(ctx context.Context, flags int) (Handle, error) {
@@ -100,8 +137,11 @@ type writable struct {
 }
 
 func (f *writable) Stat(ctx context.Context) (int64, time.Time) {
-	return int64(len(f.show(ctx))), time.Now()
+	return int64(len(f.show(ctx))), f.changed()
 }
+
+// WithMtime makes the file report mtime() as its modification time.
+func (f *writable) WithMtime(mtime func() time.Time)       { f.mtime = mtime }
 func (f *writable) Truncate(context.Context, uint64) error { return nil }
 func (f *writable) Touch(time.Time) error                  { return nil }
 
@@ -126,20 +166,23 @@ func (h *ctlHandle) Write(ctx context.Context, p []byte, off int64) (int, error)
 	return len(p), nil
 }
 
-// DocFile is a file written as one document: writes collect in the handle
-// (at their offsets) and commit is called when the document is complete:
-// at once if complete(doc) says so, otherwise on close. Its errno is the
-// write's or close's. Reading shows what show generates.
+// DocFile is a file written as one document: what one open file receives
+// is one document. Writes collect in the handle, in order; split says how
+// long the first document in them is and whether it is complete. A write
+// that completes it commits it at once (its errno is the write's); later
+// bytes of the same open may only be whitespace (else EINVAL, and nothing
+// more is committed). A document cut short is committed on close. Reading
+// shows what show generates.
 type DocFile struct {
 	writable
-	max      int
-	complete func(doc []byte) bool
-	commit   func(ctx context.Context, doc []byte) error
+	max    int
+	split  func(buf []byte) (n int, complete bool)
+	commit func(ctx context.Context, doc []byte) error
 }
 
-// NewDocFile makes a document file that holds at most max bytes per write-through.
-func NewDocFile(max int, show func(context.Context) []byte, complete func([]byte) bool, commit func(context.Context, []byte) error) *DocFile {
-	return &DocFile{writable: writable{base: newBase(0o644), show: show}, max: max, complete: complete, commit: commit}
+// NewDocFile makes a document file of at most max bytes.
+func NewDocFile(max int, show func(context.Context) []byte, split func([]byte) (int, bool), commit func(context.Context, []byte) error) *DocFile {
+	return &DocFile{writable: writable{base: newBase(0o644), show: show}, max: max, split: split, commit: commit}
 }
 
 func (f *DocFile) Open(ctx context.Context, flags int) (Handle, error) {
@@ -148,70 +191,114 @@ func (f *DocFile) Open(ctx context.Context, flags int) (Handle, error) {
 
 type docHandle struct {
 	snapHandle
-	f       *DocFile
-	mu      sync.Mutex
-	buf     []byte
-	pending bool // bytes written and not committed
-	tooBig  bool
+	f   *DocFile
+	mu  sync.Mutex
+	buf []byte // what this open received, in order
+	// done: the document was committed (or refused, with err): later
+	// writes may only add whitespace after its end.
+	done bool
+	end  int   // where the document ends in buf
+	err  error // the refusal that later writes repeat
+}
+
+func (h *docHandle) refuse(err *errno.Error) error {
+	h.done, h.err = true, err
+	return refuse(h.f, h.f.nm, err)
 }
 
 func (h *docHandle) Write(ctx context.Context, p []byte, off int64) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.err != nil {
+		return 0, h.err
+	}
 	end := off + int64(len(p))
-	if h.tooBig || off < 0 || end > int64(h.f.max) {
-		h.tooBig = true
+	switch {
+	case off < 0 || off > int64(len(h.buf)):
+		return 0, h.refuse(errno.Errorf(syscall.EINVAL,
+			"%s is written in order, as one document: a write at offset %d leaves a gap after byte %d; nothing was applied", h.f.nm, off, len(h.buf)))
+	case end > int64(h.f.max):
 		// Hand the oversize document to commit so it can record why.
-		err := h.f.commit(ctx, make([]byte, h.f.max+1))
-		if err == nil {
-			err = syscall.EFBIG
+		h.done = true
+		h.err = h.f.commit(ctx, make([]byte, h.f.max+1))
+		if h.err == nil {
+			h.err = syscall.EFBIG
 		}
-		return 0, err
+		return 0, h.err
 	}
 	if end > int64(len(h.buf)) {
 		h.buf = append(h.buf, make([]byte, end-int64(len(h.buf)))...)
 	}
 	copy(h.buf[off:], p)
-	h.pending = true
-	if !h.f.complete(h.buf) {
+	if h.done {
+		if len(bytes.TrimSpace(h.buf[h.end:])) > 0 {
+			return 0, h.refuse(h.second())
+		}
 		return len(p), nil
 	}
-	h.pending = false
-	doc := h.buf
-	h.buf = nil
-	if err := h.f.commit(ctx, doc); err != nil {
+	n, complete := h.f.split(h.buf)
+	if !complete {
+		return len(p), nil
+	}
+	if len(bytes.TrimSpace(h.buf[n:])) > 0 {
+		return 0, h.refuse(h.second())
+	}
+	h.done = true
+	h.end = n
+	if err := h.f.commit(ctx, h.buf[:n]); err != nil {
+		h.err = err
 		return 0, err
 	}
 	return len(p), nil
 }
 
+// second is the refusal of a second document in one open file.
+func (h *docHandle) second() *errno.Error {
+	return errno.Errorf(syscall.EINVAL,
+		"more than one JSON value written to %s in one open; only the first is a document, nothing after it was applied (hint: write each document with its own open, e.g. echo '{...}' > %s)", h.f.nm, h.f.nm)
+}
+
 func (h *docHandle) Flush(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.pending || h.tooBig {
+	if h.done || len(h.buf) == 0 {
 		return nil
 	}
-	h.pending = false
-	doc := h.buf
-	h.buf = nil
-	return h.f.commit(ctx, doc)
+	h.done = true
+	h.end = len(h.buf)
+	h.err = h.f.commit(ctx, h.buf)
+	return h.err
 }
 
 // BackedFile shows a file on disk that only grows, such as the console
 // log: real size, reads at any offset, EOF at its end, so cat, cp, grep,
-// tail -f and less work. It goes through the page cache.
+// tail -f and less work. It goes through the page cache (or FUSE
+// passthrough). The file is made empty when missing, so that a reader
+// opened before anything was logged reads what comes (tail -f before the
+// first boot). Once gone reports true (the instance was removed), the
+// node opens nothing and shows nothing: a new instance of the same name
+// is a new file, and a reader of the old one keeps the file it opened.
 type BackedFile struct {
 	base
 	path string
+	gone func() bool
 }
 
-// NewBackedFile shows path read-only.
-func NewBackedFile(path string) *BackedFile { return &BackedFile{base: newBase(0o444), path: path} }
+// NewBackedFile shows path read-only; gone, if not nil, tells when the
+// file is no longer this node's.
+func NewBackedFile(path string, gone func() bool) *BackedFile {
+	return &BackedFile{base: newBase(0o444), path: path, gone: gone}
+}
+
+func (f *BackedFile) isGone() bool { return f.gone != nil && f.gone() }
 
 func (f *BackedFile) Stat(context.Context) (int64, time.Time) {
+	if f.isGone() {
+		return 0, f.born
+	}
 	fi, err := os.Stat(f.path)
 	if err != nil {
-		return 0, time.Time{}
+		return 0, f.born
 	}
 	return fi.Size(), fi.ModTime()
 }
@@ -220,12 +307,12 @@ func (f *BackedFile) Open(ctx context.Context, flags int) (Handle, error) {
 	if flags&(os.O_WRONLY|os.O_RDWR) != 0 {
 		return nil, syscall.EACCES
 	}
-	fh, err := os.Open(f.path)
-	if os.IsNotExist(err) {
-		return &snapHandle{}, nil // nothing logged yet: an empty file
+	if f.isGone() {
+		return nil, syscall.ENOENT
 	}
+	fh, err := os.OpenFile(f.path, os.O_RDONLY|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("open %s: %w", f.path, err)
 	}
 	return &fileHandle{f: fh}, nil
 }
@@ -241,6 +328,16 @@ func (h *fileHandle) Read(_ context.Context, p []byte, off int64) (int, error) {
 		err = nil
 	}
 	return n, err
+}
+
+// Stat is the opened file's own size and time (fstat): after its
+// instance is removed it is still the file that was opened.
+func (h *fileHandle) Stat() (int64, time.Time) {
+	fi, err := h.f.Stat()
+	if err != nil {
+		return 0, time.Time{}
+	}
+	return fi.Size(), fi.ModTime()
 }
 
 // Fd is the backing file's descriptor: adapters that can (FUSE

@@ -13,7 +13,7 @@ import (
 func TestFollowMemory(t *testing.T) {
 	SetFollowMemory(64 << 10)
 	defer SetFollowMemory(DefaultFollowMemory)
-	slow, other := newFollowBuf(), newFollowBuf()
+	slow, other := newFollowBuf(0), newFollowBuf(0)
 	chunk := []byte(strings.Repeat("x", 1023) + "\n")
 	for k := 0; k < 100; k++ { // 100 KiB to each
 		slow.append(chunk, false)

@@ -69,6 +69,38 @@ type File interface {
 	Open(ctx context.Context, flags int) (Handle, error)
 }
 
+// Dated is a directory that knows when its entries last changed (its
+// mtime); other directories show the daemon's start.
+type Dated interface {
+	Changed() time.Time
+}
+
+// Follower is a follow file (console, events): a read blocks until
+// something happens. Directories do not list them (they are found by
+// name, as /proc's thread ids are), so that cp -r, tar, zip, rsync,
+// grep -r, find, du, wc and file managers never meet a read that does not
+// end; `cat console` still follows.
+type Follower interface {
+	Follows()
+}
+
+// Unlinker is a directory that answers unlink itself (see Unlink).
+type Unlinker interface {
+	Unlink(ctx context.Context, name string, emptying bool) error
+}
+
+// Creater is a directory that answers the creation of a file itself
+// (see Create).
+type Creater interface {
+	Create(ctx context.Context, name string) error
+}
+
+// StatHandle is an open handle that knows its file's size and time
+// better than the node (see Stat).
+type StatHandle interface {
+	Stat() (size int64, mtime time.Time)
+}
+
 // Truncater is a file that accepts a truncate (the O_TRUNC of `echo x >`).
 type Truncater interface {
 	Truncate(ctx context.Context, size uint64) error

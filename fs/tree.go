@@ -13,9 +13,11 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"hypefs/backend/host"
 	"hypefs/backend/instance"
+	"hypefs/internal/errno"
 )
 
 // Tree is the whole hypefs tree over one instance manager.
@@ -25,8 +27,9 @@ type Tree struct {
 	root    *staticDir
 	own     *Ownership // root's and the daemon's group (ShareWith)
 
-	mu   sync.Mutex
-	dirs map[*instance.Instance]*instanceDir
+	mu      sync.Mutex
+	dirs    map[*instance.Instance]*instanceDir
+	changed time.Time // when an instance last came or went
 
 	hostExtra []func() []byte
 
@@ -70,8 +73,10 @@ func (t *Tree) Event(ev instance.Event) {
 	switch {
 	case ev.Deleted:
 		c = Change{Removed, InstancePath(ev.Instance)}
+		t.touchInstances(ev.Time)
 	case ev.State == instance.New:
 		c = Change{Made, InstancePath(ev.Instance)}
+		t.touchInstances(ev.Time)
 	case ev.State != "":
 		c = Change{Touched, InstancePath(ev.Instance) + "/" + StatusName}
 	default:
@@ -83,6 +88,15 @@ func (t *Tree) Event(ev instance.Event) {
 	for _, w := range ws {
 		w(c)
 	}
+}
+
+// touchInstances records that instances/ changed at when.
+func (t *Tree) touchInstances(when time.Time) {
+	t.mu.Lock()
+	if when.After(t.changed) {
+		t.changed = when
+	}
+	t.mu.Unlock()
 }
 
 // Watch registers fn to be called with every change. fn must not block
@@ -108,8 +122,9 @@ func New(m *instance.Manager, version string) *Tree {
 			return b
 		})},
 		{InstancesName, &instancesDir{base: newBase(os.ModeDir | 0o755), t: t}},
-		{"events", NewEventsFile(t.hub, "")},
+		{"events", NewEventsFile(t.hub, "", nil)},
 	}}
+	t.root.entries[len(t.root.entries)-1].Node.(*EventsFile).setMtime(t.hub.Last)
 	sort.Slice(t.root.entries, func(a, b int) bool { return t.root.entries[a].Name < t.root.entries[b].Name })
 	own(t.root, t.own, rootMode, "")
 	return t
@@ -168,11 +183,21 @@ func (d *staticDir) fixedEntries() []Entry { return d.entries }
 // Fixed marks staticDir as a FixedDir.
 func (d *staticDir) Fixed() {}
 
+// Changed is the directory's mtime: its entries never change.
+func (d *staticDir) Changed() time.Time { return d.changed() }
+
 // instancesDir lists the manager's instances; mkdir and rmdir create and
 // delete them.
 type instancesDir struct {
 	base
 	t *Tree
+}
+
+// Changed is when an instance last came or went (or the daemon started).
+func (d *instancesDir) Changed() time.Time {
+	d.t.mu.Lock()
+	defer d.t.mu.Unlock()
+	return d.t.changed
 }
 
 func (d *instancesDir) Lookup(_ context.Context, name string) (Node, error) {
@@ -234,34 +259,43 @@ type instanceDir struct {
 	i *instance.Instance
 }
 
+// newInstanceDir makes an instance's directory. Every file's mtime is when
+// what it shows last changed (see docs/filesystem.md), and a refusal made
+// by the tree for one of them is recorded in the instance's error file.
 func newInstanceDir(i *instance.Instance, hub *Hub) *instanceDir {
 	d := &instanceDir{staticDir: staticDir{base: newBase(os.ModeDir | 0o755)}, i: i}
+	d.mtime = i.Created
+	config := NewDocFile(instance.MaxConfig,
+		func(context.Context) []byte { return i.ConfigJSON() },
+		jsonSplit,
+		func(_ context.Context, doc []byte) error { return i.SetConfig(doc) })
+	config.WithMtime(i.ConfigChanged)
+	ctl := NewCtlFile(0o644, func(context.Context) []byte { return ctlText(i) },
+		func(_ context.Context, b []byte) error { return i.Ctl(string(b)) })
+	ctl.WithMtime(i.StateChanged)
+	console := NewConsoleFile(i.Console)
+	console.setMtime(i.StateChanged)
+	events := NewEventsFile(hub, i.Name(), i.Gone)
+	events.setMtime(i.StateChanged)
 	d.entries = []Entry{
-		{"config", NewDocFile(instance.MaxConfig,
-			func(context.Context) []byte { return i.ConfigJSON() },
-			jsonComplete,
-			func(_ context.Context, doc []byte) error { return i.SetConfig(doc) })},
-		{"console", NewConsoleFile(
-			func() (string, bool) {
-				st := i.State()
-				return i.ConsoleSocket(), st == instance.Running || st == instance.Booting || st == instance.Paused || st == instance.Stopping
-			},
-			func(msg string) error { return i.Refuse(syscall.EIO, msg) })},
-		{"ctl", NewCtlFile(0o644,
-			func(context.Context) []byte { return line(strings.Join(i.ValidCommands(), "\n")) },
-			func(_ context.Context, b []byte) error { return i.Ctl(string(b)) })},
-		{"error", NewGenFile(func(context.Context) []byte { return line(i.ErrorText()) })},
-		{"events", NewEventsFile(hub, i.Name())},
-		{"info", NewGenFile(func(ctx context.Context) []byte { return jsonLine(infoFor(CallerOf(ctx), i)) })},
-		{"log", NewBackedFile(i.LogPath())},
+		{"config", config},
+		{"console", console},
+		{"ctl", ctl},
+		{"error", NewGenFile(func(context.Context) []byte { return line(i.ErrorText()) }).WithMtime(i.ErrorTime)},
+		{"events", events},
+		{"info", NewGenFile(func(ctx context.Context) []byte { return jsonLine(infoFor(CallerOf(ctx), i)) }).WithMtime(i.InfoChanged)},
+		{"log", NewBackedFile(i.LogPath(), i.Gone)},
 		{StatusName, NewGenFile(func(context.Context) []byte { return line(i.State()) }).WithMtime(i.StateChanged)},
 		{"exit", NewGenFile(func(context.Context) []byte {
 			if code, ok := i.GuestExit(); ok {
 				return line(strconv.Itoa(code))
 			}
 			return nil
-		})},
-		{"vmm.log", NewBackedFile(i.VMMLogPath())},
+		}).WithMtime(i.ExitTime)},
+		{"vmm.log", NewBackedFile(i.VMMLogPath(), i.Gone)},
+	}
+	for _, e := range d.entries {
+		e.Node.(timed).setOwner(e.Name, i.Refuse)
 	}
 	sort.Slice(d.entries, func(a, b int) bool { return d.entries[a].Name < d.entries[b].Name })
 	return d
@@ -278,18 +312,64 @@ func infoFor(c Caller, i *instance.Instance) instance.Info {
 	return in
 }
 
-// jsonComplete says whether a config write holds a whole document: valid
-// JSON, or JSON broken in a way more bytes cannot mend (so the write
-// itself fails). Only a document cut short (the decoder runs out of
-// input inside its first value) waits for more writes.
-func jsonComplete(doc []byte) bool {
-	doc = bytes.TrimSpace(doc)
-	if len(doc) == 0 {
-		return false
+// ctlText is what ctl reads: the commands valid now, one per line, and
+// for an instance without a config, how to boot it.
+func ctlText(i *instance.Instance) []byte {
+	b := line(strings.Join(i.ValidCommands(), "\n"))
+	if i.State() == instance.New {
+		b = append(b, "# no config yet: write one to boot (echo '{}' > config)\n"...)
 	}
+	return b
+}
+
+// Unlink answers rm and find -delete in an instance's directory (see
+// fs.Unlink): emptying the directory of an instance that does not run is
+// accepted and changes nothing, so that the rmdir that follows removes
+// the instance; of a running one it is refused with EBUSY. Any other
+// unlink is refused with EPERM.
+func (d *instanceDir) Unlink(ctx context.Context, name string, emptying bool) error {
+	if _, err := d.Lookup(ctx, name); err != nil {
+		return err
+	}
+	cause := fmt.Sprintf("unlink %q", name)
+	switch {
+	case emptying && !d.i.Running():
+		return nil
+	case emptying:
+		return d.i.Refuse(cause, errno.Errorf(syscall.EBUSY,
+			"instance %q is %s: rm -r cannot remove it while it runs (hint: echo kill > ctl, or shutdown, then rm -r again)", d.i.Name(), d.i.State()))
+	}
+	return d.i.Refuse(cause, errno.Errorf(syscall.EPERM,
+		"%s cannot be removed on its own: an instance's files go with the instance (hint: rmdir instances/%s, or rm -r, removes the whole instance)", name, d.i.Name()))
+}
+
+// Create refuses a new file in an instance's directory, and says what to
+// use instead: sed -i and editors that save through a temporary file next
+// to the original cannot work here.
+func (d *instanceDir) Create(_ context.Context, name string) error {
+	return d.i.Refuse(fmt.Sprintf("create %q", name), errno.Errorf(syscall.EPERM,
+		"%q cannot be created: an instance's directory holds only its own files, so programs that save through a temporary file next to the original (sed -i, some editors) fail here (hint: vim and ed save in place; or jq '...' config > config.new && cat config.new > config)", name))
+}
+
+// jsonSplit finds the first document in what a config's open received:
+// its length, and whether it is complete. A document is complete when it
+// is a JSON value, or broken in a way more bytes cannot mend (so the
+// write itself fails); only a value cut short (the decoder runs out of
+// input inside it) waits for more writes.
+func jsonSplit(buf []byte) (int, bool) {
+	if len(bytes.TrimSpace(buf)) == 0 {
+		return 0, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(buf))
 	var v json.RawMessage
-	err := json.NewDecoder(bytes.NewReader(doc)).Decode(&v)
-	return !errors.Is(err, io.ErrUnexpectedEOF)
+	err := dec.Decode(&v)
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return 0, false
+	case err != nil:
+		return len(buf), true
+	}
+	return int(dec.InputOffset()), true
 }
 
 func jsonLine(v any) []byte {

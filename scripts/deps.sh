@@ -20,6 +20,8 @@ esac
 
 # package:command-or-file that proves it is installed
 need="$qemu_pkg:$qemu_bin busybox-static:/bin/busybox fuse3:fusermount3 inotify-tools:inotifywait libglib2.0-bin:gio e2fsprogs:mkfs.ext4 erofs-utils:mkfs.erofs iproute2:ip ca-certificates:/etc/ssl/certs/ca-certificates.crt"
+# The programs the habits tests (e2e) drive against the tree, as users do.
+need="$need tar:tar zip:zip rsync:rsync vim:vim ed:ed sed:sed python3:python3 jq:jq mc:mc bsdutils:script"
 missing=""
 for pair in $need; do
 	pkg=${pair%%:*}

@@ -28,7 +28,8 @@ type console struct {
 	// the first Write.
 	onAddress func(netip.Prefix)
 
-	line []byte // the console's current, unfinished line (bounded)
+	line    []byte      // the console's current, unfinished line (bounded)
+	queries queryFilter // drops terminal queries (Write's goroutine only)
 
 	mu      sync.Mutex
 	tail    []byte // last bytes seen, to find a marker split across writes
@@ -54,8 +55,9 @@ func newConsole(logPath string, logMax int64, onReady func(), onExit func(int)) 
 
 // Write is the engine's console sink. It never blocks on readers.
 func (c *console) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
+	n := len(p)
+	if p = c.queries.filter(p); len(p) == 0 {
+		return n, nil
 	}
 	// The log comes first: it is the record, live readers are a courtesy.
 	c.log.Write(p)
@@ -95,7 +97,7 @@ func (c *console) Write(p []byte) (int, error) {
 	if addr.IsValid() && c.onAddress != nil {
 		c.onAddress(addr)
 	}
-	return len(p), nil
+	return n, nil
 }
 
 // ExitMarker starts the line with which hypefs-init reports its program's
@@ -162,25 +164,39 @@ func (c *console) rearm() {
 
 // serve accepts live console clients: each gets the output from the moment
 // it connects, and what it sends is typed into the guest through input().
+//
+// The connection is closed only once both directions are done. A client
+// that writes a command and closes at once (`echo cmd > console`) makes
+// the next output write fail; closing the connection then would throw
+// away the command still unread in the socket, so the input side always
+// reads on to the client's end first.
 func (c *console) serve(l net.Listener, input func() io.Writer) {
 	sock.Serve(l, func(conn net.Conn) bool {
 		cl := &consoleClient{conn: conn, ch: make(chan []byte, clientQueue)}
 		c.mu.Lock()
 		c.clients[cl] = struct{}{}
 		c.mu.Unlock()
+		var both sync.WaitGroup
+		both.Add(2)
 		go func() { // output to the client
+			defer both.Done()
+			ended := true // the output ended (VM gone, client too slow)
 			for b := range cl.ch {
 				if _, err := conn.Write(b); err != nil {
+					ended = false
 					break
 				}
 			}
-			conn.Close()
+			if cw, ok := conn.(interface{ CloseWrite() error }); ok && ended {
+				cw.CloseWrite() // the client reads EOF
+			}
 			c.mu.Lock()
 			delete(c.clients, cl)
 			c.mu.Unlock()
 			cl.close()
 		}()
-		go func() { // input from the client
+		go func() { // input from the client, to its end
+			defer both.Done()
 			buf := make([]byte, 4096)
 			for {
 				n, err := conn.Read(buf)
@@ -200,17 +216,20 @@ func (c *console) serve(l net.Listener, input func() io.Writer) {
 				c.drop(cl)
 			}
 		}()
+		go func() {
+			both.Wait()
+			conn.Close()
+		}()
 		return true
 	})
 }
 
-// drop ends one live reader.
+// drop ends one live reader: its output ends, and its connection closes.
 func (c *console) drop(cl *consoleClient) {
 	c.mu.Lock()
 	delete(c.clients, cl)
 	cl.close()
 	c.mu.Unlock()
-	cl.conn.Close()
 }
 
 // closeClients ends every live reader (the VM has ended).

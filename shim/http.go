@@ -88,9 +88,10 @@ func (s *Shim) action(mux *http.ServeMux, path string, fn func(context.Context) 
 func (s *Shim) answer(w http.ResponseWriter, err error) {
 	switch {
 	case err == nil:
-		seq, state := s.Seq()
+		seq, state, why := s.Seq()
 		w.Header().Set(api.SeqHeader, strconv.FormatUint(seq, 10))
 		w.Header().Set(api.StateHeader, state)
+		w.Header().Set(api.DetailHeader, why)
 		w.WriteHeader(http.StatusNoContent)
 	case errors.Is(err, engine.ErrNotRunning):
 		writeError(w, http.StatusNotFound, err)

@@ -58,7 +58,12 @@ type Shim struct {
 	detail  string // why the VM is ending, set by graceful stop
 	subs    map[chan api.Event]struct{}
 	seq     uint64 // state changes so far
+	why     string // the detail of the last state change
 	stopReq bool   // someone asked the VM to end
+	// powerHeld: a shutdown was asked while the guest booted; the power
+	// button is pressed when the guest says it is ready (a guest still
+	// booting has nothing listening to it yet).
+	powerHeld bool
 
 	done chan struct{} // closed once the exit record is written
 }
@@ -259,9 +264,23 @@ func (s *Shim) guestReady() {
 	if s.state == api.Paused && s.before == api.Booting {
 		s.before = api.Running
 	}
+	press := s.powerHeld
+	s.powerHeld = false
 	s.mu.Unlock()
 	if change {
 		s.setStateIf(api.Booting, api.Running, "guest ready")
+	}
+	if press {
+		// Not on the console's goroutine: that one must keep reading.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := s.m.PowerButton(ctx); err != nil {
+				s.log.Warn("press the held power button", "err", err)
+				return
+			}
+			s.log.Info("the guest is ready: pressed the power button held since its boot")
+		}()
 	}
 }
 
@@ -286,6 +305,7 @@ func (s *Shim) setStateLocked(state, detail string) { s.setStateErrLocked(state,
 // setStateErrLocked is setStateLocked with a sentence for the error file.
 func (s *Shim) setStateErrLocked(state, detail, errText string) {
 	s.state = state
+	s.why = detail
 	s.seq++
 	ev := api.Event{Time: time.Now().UTC(), State: state, Detail: detail, Seq: s.seq, Address: s.address, Error: errText}
 	for ch := range s.subs {
@@ -334,7 +354,7 @@ func (s *Shim) pause(ctx context.Context) error {
 	return s.act([]string{api.Running, api.Booting}, func() error { return s.m.Pause(ctx) }, func(was string) {
 		s.mu.Lock()
 		s.before = was
-		s.setStateLocked(api.Paused, "")
+		s.setStateLocked(api.Paused, "pause")
 		s.mu.Unlock()
 	})
 }
@@ -347,7 +367,7 @@ func (s *Shim) resume(ctx context.Context) error {
 		if back == "" {
 			back = api.Running
 		}
-		s.setStateIf(api.Paused, back, "")
+		s.setStateIf(api.Paused, back, "resume")
 	})
 }
 
@@ -378,32 +398,51 @@ func (s *Shim) stop(ctx context.Context, detail string) error {
 	return s.m.Stop(ctx)
 }
 
+// HeldShutdown is the detail of the stopping state entered by a shutdown
+// asked while the guest boots.
+const HeldShutdown = "shutdown asked while the guest boots: the power button is pressed when it is ready"
+
 // gracefulStop presses the power button and ends the VM if it is still
 // there after timeout, saying so in the exit record. It returns at once.
+// While the guest boots, the press is held until the guest says it is
+// ready (guestReady); the timeout counts from the request all the same.
 func (s *Shim) gracefulStop(ctx context.Context, timeout time.Duration) error {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	s.mu.Lock()
 	st := s.state
-	s.mu.Unlock()
 	switch st {
 	case api.Paused:
+		s.mu.Unlock()
 		return fmt.Errorf("%w: the VM is paused (resume it first, or kill it)", engine.ErrWrongState)
 	case api.Stopping:
+		s.mu.Unlock()
 		return nil
+	case api.Booting:
+		s.stopReq = true
+		s.powerHeld = true
+		s.setStateLocked(api.Stopping, HeldShutdown)
+		s.mu.Unlock()
+	default:
+		s.mu.Unlock()
+		if err := s.m.PowerButton(ctx); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.stopReq = true
+		s.setStateLocked(api.Stopping, "power button pressed")
+		s.mu.Unlock()
 	}
-	if err := s.m.PowerButton(ctx); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.stopReq = true
-	s.setStateLocked(api.Stopping, "power button pressed")
-	s.mu.Unlock()
 	go func() {
 		select {
 		case <-s.m.Done():
 		case <-time.After(timeout):
 			msg := fmt.Sprintf("the guest did not shut down within %s after the power button; it was killed", timeout)
+			s.mu.Lock()
+			if s.powerHeld {
+				msg = fmt.Sprintf("the guest did not become ready within %s of a shutdown asked while it booted; it was killed", timeout)
+			}
+			s.mu.Unlock()
 			s.stop(context.Background(), msg)
 		}
 	}()
@@ -447,11 +486,12 @@ func (s *Shim) unsubscribe(ch chan api.Event) {
 	}
 }
 
-// Seq is the number of state changes so far, and the state they led to.
-func (s *Shim) Seq() (uint64, string) {
+// Seq is the number of state changes so far, the state they led to, and
+// the detail of the last change.
+func (s *Shim) Seq() (uint64, string, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.seq, s.state
+	return s.seq, s.state, s.why
 }
 
 // Stop ends the VM now, recording detail as the reason.

@@ -197,3 +197,38 @@ func TestShutdownNow(t *testing.T) {
 		t.Fatalf("exit record = %s (%v)", b, err)
 	}
 }
+
+// A shutdown asked while the guest boots is held until the guest is
+// ready, then the guest powers off by itself (not at the timeout).
+func TestShutdownWhileBooting(t *testing.T) {
+	s, cfg := startShim(t)
+	c := client.New(cfg.APISocket)
+	ctx := context.Background()
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != api.Booting {
+		t.Skipf("the guest is already %s", st.State)
+	}
+	eff, err := c.Act(ctx, api.PathGracefulStop, api.GracefulStop{TimeoutSeconds: 120})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eff.State != api.Stopping || eff.Detail != shim.HeldShutdown {
+		t.Fatalf("graceful stop while booting answered %+v", eff)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(100 * time.Second):
+		t.Fatal("the held shutdown never ended the VM")
+	}
+	var ex api.ExitRecord
+	b, _ := os.ReadFile(cfg.ExitPath)
+	if err := json.Unmarshal(b, &ex); err != nil || ex.State != api.Stopped || ex.Reason != "guest powered off" {
+		t.Fatalf("exit record = %s (%v)", b, err)
+	}
+	if log, _ := os.ReadFile(cfg.LogPath); !strings.Contains(string(log), "hypefs: guest ready") {
+		t.Fatalf("the VM ended before the guest was ready:\n%s", log)
+	}
+}

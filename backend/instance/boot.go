@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,11 +44,11 @@ func (i *Instance) start() error {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(i.m.ctx, 5*time.Minute)
-	b := &bootJob{cancel: cancel, done: make(chan struct{})}
+	b := &bootJob{cancel: cancel, done: make(chan struct{}), attached: make(chan struct{})}
 	i.boot = b
 	i.rec.State = Booting
 	i.rec.Changed = time.Now().UTC()
-	i.rec.Error = ""
+	i.setErrorLocked("boot", "")
 	i.rec.Exit = nil
 	cfg := *i.rec.Config
 	i.saveLocked()
@@ -70,7 +71,11 @@ func (i *Instance) start() error {
 			}
 			i.rec.State = state
 			i.rec.Changed = time.Now().UTC()
-			i.rec.Error = err.Error()
+			cause := "boot"
+			if b.killed {
+				cause = ctlCause(b.killedBy)
+			}
+			i.setErrorLocked(cause, err.Error())
 			i.saveLocked()
 		}
 		i.mu.Unlock()
@@ -86,9 +91,14 @@ func (i *Instance) start() error {
 type bootJob struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
+	attached chan struct{} // closed once the shim runs: its console exists
+	upOnce   sync.Once
 	killed   bool   // under Instance.mu
 	killedBy string // "kill" or "shutdown"
 }
+
+// shimUp says that the shim runs and its console can be dialled.
+func (j *bootJob) shimUp() { j.upOnce.Do(func() { close(j.attached) }) }
 
 // cancelBoot stops a boot being set up and waits until it has given up
 // (or finished: then the VM runs and the caller deals with it).
@@ -241,6 +251,11 @@ func (b *boot) spawn(undo *cleanup.Stack) error {
 	if err := b.i.spawnShim(b.ctx, b.shimBin, b.cfgPath); err != nil {
 		return err
 	}
+	b.i.mu.Lock()
+	if j := b.i.boot; j != nil {
+		j.shimUp() // console readers waiting for the boot dial it now
+	}
+	b.i.mu.Unlock()
 	undo.Push(func() {
 		// The shim runs but cannot be followed: end it rather than
 		// leave a VM nobody can see.
@@ -452,7 +467,7 @@ func (m *Manager) tryAttach(i *Instance, rec *api.Record, c *client.Client) bool
 // settleMissing ends an instance whose shim cannot exist any more.
 func (i *Instance) settleMissing(why string) {
 	i.mu.Lock()
-	i.rec.Error = why
+	i.setErrorLocked("restart", why)
 	i.mu.Unlock()
 	os.RemoveAll(i.m.lay.RunDir(i.name))
 	i.partsEnded()

@@ -87,7 +87,7 @@ func TestParseConfigRefusals(t *testing.T) {
 func TestValidCommandsByState(t *testing.T) {
 	i := &Instance{}
 	for state, want := range map[string]string{
-		New: "", Created: "start shutdown kill", Running: "shutdown kill pause reboot",
+		New: "shutdown kill", Created: "start shutdown kill", Running: "shutdown kill pause reboot",
 		Paused: "shutdown kill resume", Stopped: "start shutdown kill", Stopping: "shutdown kill",
 	} {
 		i.rec.State = state

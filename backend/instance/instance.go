@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -53,16 +54,22 @@ type Owner struct {
 
 // record is what state.json holds.
 type record struct {
-	Name    string          `json:"name"`
-	Owner   Owner           `json:"owner"`
-	Created time.Time       `json:"created"`
-	Updated time.Time       `json:"updated"`
-	State   string          `json:"state"`
-	Changed time.Time       `json:"changed"` // when State last changed
-	Config  *Config         `json:"config,omitempty"`
-	Error   string          `json:"error,omitempty"`
-	Exit    *api.ExitRecord `json:"exit,omitempty"`
-	Started *time.Time      `json:"started,omitempty"`
+	Name    string    `json:"name"`
+	Owner   Owner     `json:"owner"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+	State   string    `json:"state"`
+	Changed time.Time `json:"changed"` // when State last changed
+	Config  *Config   `json:"config,omitempty"`
+	// When the config was last accepted (its file's mtime).
+	ConfigTime time.Time `json:"config_time,omitzero"`
+	// The last error: its sentence, what caused it (`ctl "pause"`,
+	// `config`, `boot`...) and when.
+	Error      string          `json:"error,omitempty"`
+	ErrorCause string          `json:"error_cause,omitempty"`
+	ErrorTime  time.Time       `json:"error_time,omitzero"`
+	Exit       *api.ExitRecord `json:"exit,omitempty"`
+	Started    *time.Time      `json:"started,omitempty"`
 	// Facts the parts reported for the last boot (ip, mac, tap, image...).
 	Facts map[string]string `json:"facts,omitempty"`
 }
@@ -117,11 +124,145 @@ func (i *Instance) GuestExit() (int, bool) {
 	return *i.rec.Exit.GuestExit, true
 }
 
-// ErrorText is the last error as a sentence, or "".
+// ErrorText is the last error as one line, or "": when it happened (RFC
+// 3339, UTC), what caused it, and the sentence.
 func (i *Instance) ErrorText() string {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	return i.rec.Error
+	return i.errorLineLocked()
+}
+
+func (i *Instance) errorLineLocked() string {
+	if i.rec.Error == "" {
+		return ""
+	}
+	cause := i.rec.ErrorCause
+	if cause == "" {
+		cause = "hypefs"
+	}
+	t := i.rec.ErrorTime
+	if t.IsZero() {
+		t = i.rec.Updated
+	}
+	return t.UTC().Format(time.RFC3339) + " " + cause + ": " + oneLine(i.rec.Error)
+}
+
+// oneLine keeps a sentence on one line, without control bytes.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.TrimSpace(s))
+}
+
+// setErrorLocked records the last error (msg "" clears it).
+func (i *Instance) setErrorLocked(cause, msg string) {
+	if msg == "" && i.rec.Error == "" {
+		return
+	}
+	i.rec.Error, i.rec.ErrorCause, i.rec.ErrorTime = msg, cause, time.Now().UTC()
+}
+
+// Created is when the instance was made.
+func (i *Instance) Created() time.Time {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.rec.Created
+}
+
+// ConfigChanged is when a config was last accepted (else when the
+// instance was made).
+func (i *Instance) ConfigChanged() time.Time {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return firstSet(i.rec.ConfigTime, i.rec.Created)
+}
+
+// ErrorTime is when the error file last changed.
+func (i *Instance) ErrorTime() time.Time {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return firstSet(i.rec.ErrorTime, i.rec.Created)
+}
+
+// ExitTime is when the VM last ended (else when the instance was made).
+func (i *Instance) ExitTime() time.Time {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.rec.Exit != nil {
+		return firstSet(i.rec.Exit.Time, i.rec.Created)
+	}
+	return i.rec.Created
+}
+
+// InfoChanged is the newest of what info shows: state, config, error and
+// exit.
+func (i *Instance) InfoChanged() time.Time {
+	t := i.StateChanged()
+	for _, u := range []time.Time{i.ConfigChanged(), i.ErrorTime(), i.ExitTime()} {
+		if u.After(t) {
+			t = u
+		}
+	}
+	return t
+}
+
+func firstSet(ts ...time.Time) time.Time {
+	for _, t := range ts {
+		if !t.IsZero() {
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+// Gone reports whether the instance was removed.
+func (i *Instance) Gone() bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.deleted
+}
+
+// Running reports whether a VM runs or is being started.
+func (i *Instance) Running() bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return live(i.rec.State) || i.boot != nil
+}
+
+// Console returns the VM's console socket once the VM has one: at once
+// while a shim runs it; during a boot's set-up, when the shim is up. It
+// returns false when no VM runs and none is starting, or when ctx ends.
+func (i *Instance) Console(ctx context.Context) (string, bool) {
+	for {
+		i.mu.Lock()
+		r, b, st, gone := i.cur, i.boot, i.rec.State, i.deleted
+		i.mu.Unlock()
+		up := false
+		if b != nil {
+			select {
+			case <-b.attached:
+				up = true
+			default:
+			}
+		}
+		switch {
+		case gone:
+			return "", false
+		case r != nil && live(st), up:
+			return i.ConsoleSocket(), true
+		case b == nil:
+			return "", false
+		}
+		select {
+		case <-b.attached:
+		case <-b.done:
+		case <-ctx.Done():
+			return "", false
+		}
+	}
 }
 
 // ConfigJSON is the normalized config, or nothing before one was written.
@@ -144,10 +285,10 @@ func (i *Instance) VMMLogPath() string { return i.m.lay.InstanceFile(i.name, lay
 // ConsoleSocket is the shim's live console socket.
 func (i *Instance) ConsoleSocket() string { return i.m.lay.RunFile(i.name, layout.ConsoleSock) }
 
-// fail records a refusal in the error file and returns it.
-func (i *Instance) fail(err *errno.Error) error {
+// fail records a refusal in the error file, with its cause, and returns it.
+func (i *Instance) fail(cause string, err *errno.Error) error {
 	i.mu.Lock()
-	i.rec.Error = err.Msg
+	i.setErrorLocked(cause, err.Msg)
 	i.saveLocked()
 	i.mu.Unlock()
 	i.m.changed(i.name, "", "error: "+err.Msg)
@@ -189,6 +330,7 @@ func (i *Instance) saveNow() error {
 	defer i.saveMu.Unlock()
 	i.mu.Lock()
 	r, v, gone := i.rec, i.version, i.deleted
+	r.Facts = maps.Clone(r.Facts) // written under mu (a guest's address), read below without it
 	i.mu.Unlock()
 	if gone || v <= i.written {
 		return nil
@@ -204,13 +346,11 @@ func (i *Instance) saveNow() error {
 // saveRefusal words a state file that could not be written, for the write
 // that needed it: ENOSPC when the data directory's disk is full, EIO
 // otherwise.
-func (i *Instance) saveRefusal(what string, err error) *errno.Error {
-	code := syscall.EIO
+func (i *Instance) saveRefusal(err error) *errno.Error {
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		code = syscall.ENOSPC
-		return errno.Errorf(code, "%s: the instance's state could not be saved because the disk of %s is full; nothing was changed (hint: free space there, then write again)", what, i.m.lay.Data)
+		return errno.Errorf(syscall.ENOSPC, "the instance's state could not be saved because the disk of %s is full; nothing was changed (hint: free space there, then write again)", i.m.lay.Data)
 	}
-	return errno.Errorf(code, "%s: the instance's state could not be saved (%v); nothing was changed", what, err)
+	return errno.Errorf(syscall.EIO, "the instance's state could not be saved (%v); nothing was changed", err)
 }
 
 // SetConfig validates and stores a config write. A valid config written
@@ -219,19 +359,19 @@ func (i *Instance) saveRefusal(what string, err error) *errno.Error {
 // next start. A running instance refuses with EBUSY.
 func (i *Instance) SetConfig(raw []byte) error {
 	if len(raw) > MaxConfig {
-		return i.fail(errno.Errorf(syscall.EFBIG, "config is %d bytes; at most %d are accepted", len(raw), MaxConfig))
+		return i.fail("config", errno.Errorf(syscall.EFBIG, "config is %d bytes; at most %d are accepted", len(raw), MaxConfig))
 	}
 	c, err := ParseConfig(raw, i.m.network)
 	if err != nil {
 		var refusal *errno.Error
 		if errors.As(err, &refusal) {
-			return i.fail(refusal)
+			return i.fail("config", refusal)
 		}
 		return err
 	}
 	if c.Image != "" { // only an image's instance has a writable disk
 		if refusal := i.m.limits.checkDisk(c.Disk); refusal != nil {
-			return i.fail(refusal)
+			return i.fail("config", refusal)
 		}
 	}
 	i.mu.Lock()
@@ -242,11 +382,12 @@ func (i *Instance) SetConfig(raw []byte) error {
 	}
 	if live(st) || booting {
 		i.mu.Unlock()
-		return i.fail(errno.Errorf(syscall.EBUSY, "config cannot change while the instance is %s (hint: echo kill > ctl, or shutdown, first)", st))
+		return i.fail("config", errno.Errorf(syscall.EBUSY, "config cannot change while the instance is %s (hint: echo kill > ctl, or shutdown, first)", st))
 	}
 	before := i.rec
 	i.rec.Config = &c
-	i.rec.Error = ""
+	i.rec.ConfigTime = time.Now().UTC()
+	i.setErrorLocked("config", "")
 	boot := st == New || st == Created || st == Failed
 	if st == New {
 		i.rec.State = Created
@@ -257,11 +398,10 @@ func (i *Instance) SetConfig(raw []byte) error {
 	// the write fails and the instance stays as it was.
 	if err := i.saveNow(); err != nil {
 		i.mu.Lock()
-		before.Error = ""
 		i.rec = before
 		i.saveLocked()
 		i.mu.Unlock()
-		return i.fail(i.saveRefusal("config", err))
+		return i.fail("config", i.saveRefusal(err))
 	}
 	if st == New {
 		i.m.changed(i.name, Created, "config accepted")
@@ -279,7 +419,7 @@ var Commands = []string{"start", "shutdown", "kill", "pause", "resume", "reboot"
 func (i *Instance) ValidCommands() []string {
 	switch i.State() {
 	case New:
-		return nil
+		return []string{"shutdown", "kill"}
 	case Created, Stopped, Crashed, Failed:
 		return []string{"start", "shutdown", "kill"}
 	case Booting, Running:
@@ -296,7 +436,7 @@ func (i *Instance) ValidCommands() []string {
 func (i *Instance) Ctl(line string) error {
 	cmd, err := parseCtl(line)
 	if err != nil {
-		return i.fail(err)
+		return i.fail(ctlCause(line), err)
 	}
 	i.mu.Lock()
 	st, booting, r, gone := i.rec.State, i.boot != nil, i.cur, i.deleted
@@ -306,14 +446,14 @@ func (i *Instance) Ctl(line string) error {
 		return errno.Errorf(syscall.ENOENT, "instance %q was removed", i.name)
 	}
 	if booting && cmd != "kill" && cmd != "shutdown" {
-		return i.fail(errno.Errorf(syscall.EBUSY, "%s: the instance is still being set up; try again in a moment", cmd))
+		return i.fail(ctlCause(cmd), errno.Errorf(syscall.EBUSY, "%s: the instance is still being set up; try again in a moment", cmd))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	switch cmd {
 	case "start":
 		if !hasConfig {
-			return i.fail(errno.Errorf(syscall.EBUSY, "start: the instance has no config yet (hint: echo '{}' > config)"))
+			return i.fail(ctlCause(cmd), errno.Errorf(syscall.EBUSY, "start: the instance has no config yet (hint: echo '{}' > config)"))
 		}
 		if live(st) || booting {
 			return i.wrongState(cmd, st)
@@ -325,12 +465,30 @@ func (i *Instance) Ctl(line string) error {
 	return i.act(ctx, cmd, st, r)
 }
 
-// parseCtl checks that a ctl write holds one known command.
+// ctlCause names a ctl write in the error file: `ctl "pause"`, quoted so
+// that every byte reads, and cut short when long.
+func ctlCause(line string) string {
+	s := strings.TrimSpace(line)
+	if len(s) > 40 {
+		s = s[:40] + "..."
+	}
+	return fmt.Sprintf("ctl %q", s)
+}
+
+// parseCtl checks that a ctl write holds one known command. A write of
+// several commands is refused whole: nothing of it runs.
 func parseCtl(line string) (string, *errno.Error) {
 	cmd := strings.TrimSpace(line)
 	switch {
 	case strings.ContainsAny(cmd, "\n"):
-		return "", errno.Errorf(syscall.EINVAL, "ctl takes one command per write, got %q", line)
+		var cmds []string
+		for _, l := range strings.Split(cmd, "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				cmds = append(cmds, l)
+			}
+		}
+		return "", errno.Errorf(syscall.EINVAL,
+			"ctl takes one command per write, and this write holds %d lines; nothing was run (hint: one echo per command: echo %s > ctl)", len(cmds), cmds[0])
 	case slices.Contains(Commands, cmd):
 		return cmd, nil
 	case cmd == "":
@@ -345,7 +503,7 @@ func (i *Instance) wrongState(cmd, st string) error {
 	if valid == "" {
 		valid = "none until a config is written"
 	}
-	return i.fail(errno.Errorf(syscall.EBUSY, "%s: not possible while the instance is %s (valid now: %s)", cmd, st, valid))
+	return i.fail(ctlCause(cmd), errno.Errorf(syscall.EBUSY, "%s: not possible while the instance is %s (valid now: %s)", cmd, st, valid))
 }
 
 // end runs kill or shutdown. A boot still being set up is cancelled
@@ -387,9 +545,9 @@ func (i *Instance) act(ctx context.Context, cmd, st string, r *run) error {
 	eff, err := r.client.Act(ctx, a.path, nil)
 	if err != nil {
 		if errors.Is(err, engine.ErrWrongState) {
-			return i.fail(errno.Errorf(syscall.EBUSY, "%s: %v", cmd, err))
+			return i.fail(ctlCause(cmd), errno.Errorf(syscall.EBUSY, "%s: %v", cmd, err))
 		}
-		return i.fail(errno.Errorf(syscall.EIO, "%s: %v", cmd, err))
+		return i.fail(ctlCause(cmd), errno.Errorf(syscall.EIO, "%s: %v", cmd, err))
 	}
 	i.applyEffect(r, eff, cmd)
 	return nil
@@ -401,13 +559,13 @@ const killWait = 20 * time.Second
 // kill ends the VM now and returns once it is recorded as ended.
 func (i *Instance) kill(ctx context.Context, r *run) error {
 	if _, err := r.client.Act(ctx, api.PathShutdown, nil); err != nil && !isGone(err) {
-		return i.fail(errno.Errorf(syscall.EIO, "kill: %v", err))
+		return i.fail(ctlCause("kill"), errno.Errorf(syscall.EIO, "kill: %v", err))
 	}
 	select {
 	case <-r.settled:
 		return nil
 	case <-time.After(killWait):
-		return i.fail(errno.Errorf(syscall.EIO, "kill: the VM was told to end but has not ended after %s; see vmm.log and shim.log", killWait))
+		return i.fail(ctlCause("kill"), errno.Errorf(syscall.EIO, "kill: the VM was told to end but has not ended after %s; see vmm.log and shim.log", killWait))
 	}
 }
 
@@ -420,13 +578,13 @@ func (i *Instance) shutdown(ctx context.Context, r *run, st string) error {
 	if st == Paused {
 		eff, err := r.client.Act(ctx, api.PathResume, nil)
 		if err != nil && !isGone(err) {
-			return i.fail(errno.Errorf(syscall.EIO, "shutdown: resume before the power button: %v", err))
+			return i.fail(ctlCause("shutdown"), errno.Errorf(syscall.EIO, "shutdown: resume before the power button: %v", err))
 		}
 		i.applyEffect(r, eff, "resume")
 	}
 	eff, err := r.client.Act(ctx, api.PathGracefulStop, api.GracefulStop{TimeoutSeconds: i.m.shutdownTimeout.Seconds()})
 	if err != nil && !isGone(err) {
-		return i.fail(errno.Errorf(syscall.EIO, "shutdown: %v", err))
+		return i.fail(ctlCause("shutdown"), errno.Errorf(syscall.EIO, "shutdown: %v", err))
 	}
 	i.applyEffect(r, eff, "power button pressed")
 	return nil
@@ -435,9 +593,9 @@ func (i *Instance) shutdown(ctx context.Context, r *run, st string) error {
 func (i *Instance) String() string { return fmt.Sprintf("instance %s", i.name) }
 
 // Refuse records a refusal made on the instance's behalf (by the file
-// tree) in its error file and returns it as an error carrying errno.
-func (i *Instance) Refuse(code syscall.Errno, msg string) error {
-	return i.fail(errno.New(code, msg))
+// tree) in its error file, with what caused it, and returns it.
+func (i *Instance) Refuse(cause string, err *errno.Error) error {
+	return i.fail(cause, err)
 }
 
 // Info is what the info file shows.
@@ -467,7 +625,7 @@ type Info struct {
 func (i *Instance) Info() Info {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	in := Info{Name: i.name, State: i.rec.State, Created: i.rec.Created, Started: i.rec.Started, Exit: i.rec.Exit, Error: i.rec.Error}
+	in := Info{Name: i.name, State: i.rec.State, Created: i.rec.Created, Started: i.rec.Started, Exit: i.rec.Exit, Error: i.errorLineLocked()}
 	f := i.rec.Facts
 	in.IP, in.MAC, in.Tap, in.Image, in.Digest = f["ip"], f["mac"], f["tap"], f["image"], f["digest"]
 	if in.IP == "" {

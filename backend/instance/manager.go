@@ -249,7 +249,7 @@ func (m *Manager) Create(name string, owner Owner) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	go m.changed(name, New, "created")
+	m.changed(name, New, "created")
 	return i, nil
 }
 
@@ -275,7 +275,7 @@ func (m *Manager) createOnDisk(name string, owner Owner) (*Instance, error) {
 	i.mu.Unlock()
 	if err := i.saveNow(); err != nil {
 		os.RemoveAll(dir)
-		r := i.saveRefusal("mkdir", err)
+		r := i.saveRefusal(err)
 		return nil, errno.Errorf(r.Errno, "instance %q cannot be made: %s", name, r.Msg)
 	}
 	atomicfile.SyncDir(m.lay.InstancesDir())
@@ -295,7 +295,7 @@ func (m *Manager) Delete(name string) (*Instance, error) {
 	st, booting := i.rec.State, i.boot != nil
 	if live(st) || booting {
 		i.mu.Unlock()
-		return nil, i.fail(errno.Errorf(syscall.EBUSY, "instance %q is %s; it cannot be removed while it runs (hint: echo kill > ctl, or shutdown, first)", name, st))
+		return nil, i.fail("rmdir", errno.Errorf(syscall.EBUSY, "instance %q is %s; it cannot be removed while it runs (hint: echo kill > ctl, or shutdown, first)", name, st))
 	}
 	i.deleted = true
 	if i.cur != nil {
@@ -323,7 +323,7 @@ func (m *Manager) Delete(name string) (*Instance, error) {
 		p.Deleted(name)
 	}
 	if m.onEvent != nil {
-		go m.onEvent(Event{Time: time.Now().UTC(), Instance: name, Deleted: true, Detail: "deleted"})
+		m.onEvent(Event{Time: time.Now().UTC(), Instance: name, Deleted: true})
 	}
 	return i, nil
 }
@@ -354,7 +354,7 @@ func (m *Manager) load() error {
 		}
 		if err != nil {
 			i.rec = record{Name: name, Created: time.Now().UTC(), State: Failed,
-				Error: fmt.Sprintf("the instance's state file could not be read (%v); remove the instance with rmdir", err)}
+				Error: fmt.Sprintf("the instance's state file could not be read (%v); remove the instance with rmdir", err), ErrorCause: "load"}
 		}
 		i.rec.Name = name
 		i.owner = i.rec.Owner

@@ -87,10 +87,16 @@ func (i *Instance) waitApplied(r *run, cond func() bool, timeout time.Duration) 
 
 // applyEffect applies what an action answered with, at once: the state
 // shown after a successful `echo pause > ctl` is paused, whatever the
-// event stream's delay. Seq keeps it in order with the events.
+// event stream's delay. Seq keeps it in order with the events; the
+// detail is the shim's own for that state (the event's), so an event line
+// reads the same whichever arrives first; detail is used where the shim
+// gave none.
 func (i *Instance) applyEffect(r *run, eff client.Effect, detail string) {
 	if eff.State == "" || eff.Seq == 0 {
 		return
+	}
+	if eff.Detail != "" {
+		detail = eff.Detail
 	}
 	i.apply(r, api.Event{Time: time.Now().UTC(), State: eff.State, Detail: detail, Seq: eff.Seq})
 }
@@ -231,7 +237,7 @@ func (i *Instance) settle(r *run) {
 	r.client.Close()
 	i.rec.Exit = &ex
 	if msg != "" {
-		i.rec.Error = msg
+		i.setErrorLocked("vm", msg)
 	}
 	i.mu.Unlock()
 	os.RemoveAll(i.m.lay.RunDir(i.name))

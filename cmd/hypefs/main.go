@@ -103,6 +103,13 @@ func mount(args []string, serveOnly bool) {
 	}
 	mnt, _ := filepath.Abs(fl.Arg(0))
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	// Signals first: a Ctrl-C at any moment must unmount, never leave a
+	// dead mount. And a daemon whose output pipe is gone (make run | tee,
+	// then Ctrl-C, which ends tee too) must not die of SIGPIPE on its
+	// next log line before it has unmounted: its writes just fail.
+	signal.Ignore(syscall.SIGPIPE)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	lim, err := limf.parse()
 	if err != nil {
 		fatal(err)
@@ -116,6 +123,13 @@ func mount(args []string, serveOnly bool) {
 	}
 	hfs.SetFollowMemory(int(lim.followMem))
 
+	if !serveOnly {
+		// Before anything starts: dead mounts of a crash go, and a live
+		// hypefs on this mountpoint is refused.
+		if err := fusefs.ClearStale(mnt); err != nil {
+			fatal(err)
+		}
+	}
 	var tree *hfs.Tree
 	var treeRef atomic.Pointer[hfs.Tree] // events before the tree exists are dropped
 	onEvent := func(ev instance.Event) {
@@ -151,8 +165,9 @@ func mount(args []string, serveOnly bool) {
 		fatal(err)
 	}
 	if serveOnly {
-		waitSignal(log)
+		s := <-sig
 		stop9p()
+		log.Info("signal: stopped serving 9P; VMs keep running", "signal", s.String())
 		m.Close()
 		return
 	}
@@ -165,19 +180,21 @@ func mount(args []string, serveOnly bool) {
 	waker := srv.StartWaker()
 	log.Info("hypefs mounted", "mountpoint", mnt, "data", lay.Data, "run", lay.Run, "instances", len(m.Names()))
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
+	// Unmount first, then say so: the log line may be the write that
+	// fails.
 	select {
 	case s := <-sig:
-		log.Info("signal: unmounting; VMs keep running", "signal", s.String())
+		stop9p()
+		waker.Stop()
+		unmount(srv.Unmount, mnt, log)
+		log.Info("signal: unmounted; VMs keep running", "signal", s.String())
 	case <-done:
+		stop9p()
+		waker.Stop()
 		log.Info("unmounted from outside; exiting; VMs keep running")
 	}
-	stop9p()
-	waker.Stop()
-	unmount(srv.Unmount, mnt, log)
 	m.Close()
 }
 

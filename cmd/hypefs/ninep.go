@@ -3,9 +3,6 @@ package main
 import (
 	"flag"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 
 	hfs "hypefs/fs"
 	"hypefs/fs/ninep"
@@ -46,12 +43,4 @@ func (n *nineP) start(tree *hfs.Tree, log *slog.Logger) (stop func(), err error)
 			log.Warn("9p close", "err", err)
 		}
 	}, nil
-}
-
-// waitSignal blocks until SIGINT or SIGTERM (`hypefs serve`).
-func waitSignal(log *slog.Logger) {
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("signal: stopping 9P; VMs keep running", "signal", s.String())
 }

@@ -49,6 +49,7 @@ type node struct {
 	n    hfs.Node
 	path string
 	st   *wakeState
+	dirs *openDirs
 }
 
 // childPath is the path of the child called name.
@@ -74,6 +75,9 @@ var (
 	_ gofs.NodeSymlinker  = (*node)(nil)
 	_ gofs.NodeLinker     = (*node)(nil)
 	_ gofs.NodeSetxattrer = (*node)(nil)
+	_ gofs.NodeFsyncer    = (*node)(nil)
+
+	_ gofs.NodeOpendirHandler = (*node)(nil)
 )
 
 func stable(n hfs.Node) gofs.StableAttr {
@@ -85,16 +89,28 @@ func stable(n hfs.Node) gofs.StableAttr {
 }
 
 func (x *node) child(ctx context.Context, name string, c hfs.Node) *gofs.Inode {
-	return x.NewInode(ctx, &node{n: c, path: x.childPath(name), st: x.st}, stable(c))
+	return x.NewInode(ctx, &node{n: c, path: x.childPath(name), st: x.st, dirs: x.dirs}, stable(c))
 }
 
-func fill(ctx context.Context, n hfs.Node, a *fuse.Attr) {
-	at := hfs.Stat(ctx, n)
+// fill answers stat: h is the caller's open handle, if any (fstat).
+func fill(ctx context.Context, n hfs.Node, h hfs.Handle, a *fuse.Attr) {
+	at := hfs.Stat(ctx, n, h)
 	a.Ino = n.ID()
 	a.Mode = stable(n).Mode | modeBits(at.Mode)
 	a.Nlink, a.Size, a.Blocks = at.Nlink, at.Size, at.Blocks
 	a.Owner = fuse.Owner{Uid: at.UID, Gid: at.GID}
-	a.SetTimes(nil, &at.Mtime, &at.Mtime)
+	a.SetTimes(&at.Mtime, &at.Mtime, &at.Mtime)
+}
+
+// treeHandle is the tree's handle behind a FUSE file handle, if any.
+func treeHandle(fh gofs.FileHandle) hfs.Handle {
+	switch f := fh.(type) {
+	case *handle:
+		return f.h
+	case *passthrough:
+		return f.h
+	}
+	return nil
 }
 
 // modeBits are the permission bits of m in stat's encoding, sticky,
@@ -132,14 +148,14 @@ func (x *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		}
 		// announceDelete: so that the waker's rmdir reaches Rmdir.
 		gone := &goneDir{id: hfs.NewID()}
-		fill(ctx, gone, &out.Attr)
+		fill(ctx, gone, nil, &out.Attr)
 		return x.child(ctx, name, gone), 0
 	}
 	c, err := hfs.Lookup(ctx, x.n, name)
 	if err != nil {
 		return nil, hfs.Errno(err)
 	}
-	fill(ctx, c, &out.Attr)
+	fill(ctx, c, nil, &out.Attr)
 	setTimeouts(x.n, c, out)
 	return x.child(ctx, name, c), 0
 }
@@ -166,9 +182,9 @@ func (x *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(out), 0
 }
 
-func (x *node) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (x *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	ctx = as(ctx)
-	fill(ctx, x.n, &out.Attr)
+	fill(ctx, x.n, treeHandle(fh), &out.Attr)
 	if x.n.Mode().IsDir() {
 		out.SetTimeout(cacheTimeout)
 	}
@@ -176,13 +192,19 @@ func (x *node) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut
 }
 
 // Setattr hands the change to the tree's rules (fs.Setattr).
-func (x *node) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+func (x *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	ctx = as(ctx)
 	var a hfs.SetAttr
-	_, a.Mode = in.GetMode()
-	_, uid := in.GetUID()
-	_, gid := in.GetGID()
-	a.Owner = uid || gid
+	if m, ok := in.GetMode(); ok {
+		mode := os.FileMode(m & 0o7777)
+		a.Mode = &mode
+	}
+	if uid, ok := in.GetUID(); ok {
+		a.UID = &uid
+	}
+	if gid, ok := in.GetGID(); ok {
+		a.GID = &gid
+	}
 	if size, ok := in.GetSize(); ok {
 		a.Size = &size
 	}
@@ -194,9 +216,14 @@ func (x *node) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrI
 	if err := hfs.Setattr(ctx, x.n, a); err != nil {
 		return hfs.Errno(err)
 	}
-	fill(ctx, x.n, &out.Attr)
+	fill(ctx, x.n, treeHandle(fh), &out.Attr)
 	return 0
 }
+
+// Fsync succeeds on every file and directory (fsync, fdatasync,
+// fsyncdir): what the tree takes is applied when written, and its files
+// on disk are the daemon's to make durable.
+func (x *node) Fsync(context.Context, gofs.FileHandle, uint32) syscall.Errno { return 0 }
 
 func (x *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	ctx = as(ctx)
@@ -234,7 +261,7 @@ func (x *node) Mkdir(ctx context.Context, name string, _ uint32, out *fuse.Entry
 	if err != nil {
 		return nil, hfs.Errno(err)
 	}
-	fill(ctx, c, &out.Attr)
+	fill(ctx, c, nil, &out.Attr)
 	setTimeouts(x.n, c, out)
 	return x.child(ctx, name, c), 0
 }
@@ -257,13 +284,23 @@ func (x *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	return hfs.Errno(err)
 }
 
-// The tree's refusals (fs.ErrNoChange, fs.ErrNoXattr).
-func (x *node) Unlink(context.Context, string) syscall.Errno { return hfs.ErrNoChange }
+// Unlink hands the tree whether the caller holds this directory open
+// (rm -r, find -delete emptying it before they remove it).
+func (x *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	ctx = as(ctx)
+	return hfs.Errno(hfs.Unlink(ctx, x.n, name, x.dirs.holds(ctx, x.n.ID())))
+}
+
+// Create goes to the tree's rule (fs.Create): refused, with a sentence in
+// an instance's error file.
+func (x *node) Create(ctx context.Context, name string, _, _ uint32, _ *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	ctx = as(ctx)
+	return nil, nil, 0, hfs.Errno(hfs.Create(ctx, x.n, name))
+}
+
+// The tree's other refusals (fs.ErrNoChange, fs.ErrNoXattr).
 func (x *node) Rename(context.Context, string, gofs.InodeEmbedder, string, uint32) syscall.Errno {
 	return hfs.ErrNoChange
-}
-func (x *node) Create(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	return nil, nil, 0, hfs.ErrNoChange
 }
 func (x *node) Mknod(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	return nil, hfs.ErrNoChange

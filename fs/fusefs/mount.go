@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -23,8 +24,9 @@ type Server struct {
 	st   *wakeState
 }
 
-// Mount serves tree at mountpoint and returns the running server. A dead
-// mount left by a crashed daemon is cleared first (ClearStale).
+// Mount serves tree at mountpoint and returns the running server. Dead
+// mounts left by crashed daemons are cleared first, and a live hypefs
+// there is refused (ClearStale).
 func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*Server, error) {
 	if err := ClearStale(mountpoint); err != nil {
 		return nil, err
@@ -33,7 +35,7 @@ func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*Server, error) {
 		return nil, fmt.Errorf("create mountpoint: %w", err)
 	}
 	zero := time.Duration(0)
-	root := &node{n: tree.Root(), st: newWakeState()}
+	root := &node{n: tree.Root(), st: newWakeState(), dirs: newOpenDirs()}
 	opts := &gofs.Options{
 		EntryTimeout:    &zero,
 		AttrTimeout:     &zero,
@@ -69,12 +71,63 @@ func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*Server, error) {
 // ENOTCONN on Linux, ENXIO with macFUSE). A healthy or absent mountpoint
 // is left alone. The platform's unmount commands are tried in order, the
 // forceful ones last.
+//
+// Each round looks at the topmost FUSE mount of mountpoint (on Linux in
+// /proc/self/mountinfo, since several can be stacked there) and asks it
+// for its statfs, which always reaches its daemon (a stat of the
+// directory may be answered from the kernel's cache of a dead mount); a
+// dead one is unmounted, lazily when something still holds it (a shell's
+// working directory), until none is left. A live hypefs is refused with a
+// sentence; another live filesystem is left alone.
 func ClearStale(mountpoint string) error {
-	_, err := os.Stat(mountpoint)
-	if err == nil || !deadMount(err) {
-		return nil
+	for round := 0; round < 64; round++ {
+		fstype, mounted := topFuseMount(mountpoint)
+		if !mounted {
+			return nil
+		}
+		switch probe(mountpoint) {
+		case mountAlive:
+			if fstype == hypefsType {
+				return fmt.Errorf("%s is already served by a running hypefs (hint: stop that one first, with Ctrl-C or kill, or choose another mountpoint)", mountpoint)
+			}
+			return nil
+		case mountHung:
+			if fstype == hypefsType {
+				return fmt.Errorf("%s is already served by a hypefs that does not answer (hint: kill that daemon; a new one then clears its mount)", mountpoint)
+			}
+			return nil
+		}
+		if err := clearDead(mountpoint, staleUnmounts(mountpoint), runTool); err != nil {
+			return err
+		}
 	}
-	return clearDead(mountpoint, staleUnmounts(mountpoint), runTool)
+	return fmt.Errorf("clear the dead mounts at %s: more than 64 are stacked there (hint: %s)", mountpoint, clearHint(mountpoint))
+}
+
+type mountState int
+
+const (
+	mountAlive mountState = iota
+	mountDead
+	mountHung
+)
+
+// probe asks the filesystem mounted on path for its statfs.
+func probe(path string) mountState {
+	ch := make(chan error, 1)
+	go func() {
+		var st syscall.Statfs_t
+		ch <- syscall.Statfs(path, &st)
+	}()
+	select {
+	case err := <-ch:
+		if deadMount(err) {
+			return mountDead
+		}
+		return mountAlive
+	case <-time.After(3 * time.Second):
+		return mountHung
+	}
 }
 
 // ForceUnmount detaches the mount at mountpoint even while files on it are

@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"errors"
+	"os"
 	"syscall"
 )
 
@@ -26,4 +27,16 @@ func forceUnmounts(mnt string) [][]string { return staleUnmounts(mnt) }
 
 func clearHint(mnt string) string {
 	return "umount -f " + mnt + ", or diskutil unmount force " + mnt
+}
+
+// hypefsType: macOS has no mountinfo to tell a live hypefs by; a live
+// mount there is left alone (the new mount then fails with macFUSE's own
+// error).
+const hypefsType = ""
+
+// topFuseMount reports a dead mount on path: one whose stat fails the way
+// a mount whose daemon is gone does.
+func topFuseMount(path string) (string, bool) {
+	_, err := os.Stat(path)
+	return "macfuse", err != nil && deadMount(err)
 }

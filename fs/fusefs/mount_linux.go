@@ -2,6 +2,9 @@ package fusefs
 
 import (
 	"errors"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -25,4 +28,50 @@ func forceUnmounts(mnt string) [][]string { return [][]string{{"fusermount3", "-
 
 func clearHint(mnt string) string {
 	return "fusermount3 -uz " + mnt + ", or as root umount -l " + mnt
+}
+
+// hypefsType is the filesystem type a hypefs mount shows in mountinfo.
+const hypefsType = "fuse.hypefs"
+
+// topFuseMount is the type (fuse.hypefs, ...) of the topmost mount on
+// path, if that is a FUSE mount.
+func topFuseMount(path string) (string, bool) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	fstype, found := "", false
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 7 || unescapeMount(f[4]) != path {
+			continue
+		}
+		for k := 6; k+1 < len(f); k++ {
+			if f[k] == "-" {
+				fstype = f[k+1]
+				found = strings.HasPrefix(fstype, "fuse")
+				break
+			}
+		}
+	}
+	return fstype, found
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for k := 0; k < len(s); k++ {
+		if s[k] == '\\' && k+3 < len(s) {
+			if n, err := strconv.ParseUint(s[k+1:k+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				k += 3
+				continue
+			}
+		}
+		b.WriteByte(s[k])
+	}
+	return b.String()
 }

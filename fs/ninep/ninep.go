@@ -69,10 +69,11 @@ type file struct {
 	n   hfs.Node
 	who hfs.Caller // the attach user: every fid walked from its attach acts as them
 
-	h        hfs.Handle // set by Open
-	nonblock bool       // opened with O_NONBLOCK
-	wrote    atomic.Bool
-	gaveData atomic.Bool // the last follow read returned data
+	h         hfs.Handle // set by Open
+	nonblock  bool       // opened with O_NONBLOCK
+	wrote     atomic.Bool
+	gaveData  atomic.Bool // the last follow read returned data
+	dirOpened bool        // a directory opened (counted in s.dirs until Close)
 }
 
 var _ p9.File = (*file)(nil)
@@ -129,7 +130,7 @@ var attrMask = p9.AttrMask{Mode: true, NLink: true, UID: true, GID: true, RDev: 
 	ATime: true, MTime: true, CTime: true, INo: true, Size: true, Blocks: true}
 
 func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
-	at := hfs.Stat(f.ctx(), f.n)
+	at := hfs.Stat(f.ctx(), f.n, f.h)
 	mode := p9.ModeFromOS(at.Mode)
 	if at.Mode&os.ModeSticky != 0 {
 		mode |= p9.Sticky
@@ -153,12 +154,28 @@ func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
 // SetAttr hands the change to the tree's rules (fs.Setattr). The shell's
 // `>` arrives as open, then setattr size=0.
 func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
+	owner := f.who.Root() || f.who.UID == hfs.AccessOf(f.n).UID
+	if (valid.Permissions || valid.UID || valid.GID) && !owner {
+		return linux.EPERM // as the kernel: only the owner may chmod or chown
+	}
 	if valid.Size || valid.ATime || valid.MTime {
-		if err := f.may(f.n, hfs.MayWrite); err != nil && f.who.UID != hfs.AccessOf(f.n).UID {
+		if err := f.may(f.n, hfs.MayWrite); err != nil && !owner {
 			return err
 		}
 	}
-	a := hfs.SetAttr{Mode: valid.Permissions, Owner: valid.UID || valid.GID, Times: valid.ATime || valid.MTime}
+	a := hfs.SetAttr{Times: valid.ATime || valid.MTime}
+	if valid.Permissions {
+		mode := os.FileMode(attr.Permissions & 0o7777)
+		a.Mode = &mode
+	}
+	if valid.UID {
+		uid := uint32(attr.UID)
+		a.UID = &uid
+	}
+	if valid.GID {
+		gid := uint32(attr.GID)
+		a.GID = &gid
+	}
 	if valid.Size {
 		a.Size = &attr.Size
 	}
@@ -171,6 +188,9 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 // Close runs when the fid is clunked (or its connection ends). A handle
 // that took writes is flushed first, as close(2) does over FUSE.
 func (f *file) Close() error {
+	if f.dirOpened {
+		f.s.openDir(f.n.ID(), -1)
+	}
 	if f.h == nil {
 		return nil
 	}
@@ -189,6 +209,8 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 		if err := f.may(f.n, hfs.MayRead); err != nil {
 			return p9.QID{}, 0, err
 		}
+		f.dirOpened = true
+		f.s.openDir(f.n.ID(), 1)
 		return qidOf(f.n), 0, nil
 	}
 	want := map[p9.OpenFlags]uint32{p9.ReadOnly: hfs.MayRead, p9.WriteOnly: hfs.MayWrite, p9.ReadWrite: hfs.MayRead | hfs.MayWrite}[mode.Mode()]
@@ -197,12 +219,16 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 	}
 	// Only the access mode and O_NONBLOCK mean anything to the tree; the
 	// other Linux flags (O_TRUNC arrives as a setattr) are not passed on.
-	h, err := hfs.Open(f.ctx(), f.n, mode.OSFlags())
+	f.nonblock = uint32(mode)&oNonblock != 0
+	flags := mode.OSFlags()
+	if f.nonblock {
+		flags |= syscall.O_NONBLOCK
+	}
+	h, err := hfs.Open(f.ctx(), f.n, flags)
 	if err != nil {
 		return p9.QID{}, 0, errno(err)
 	}
 	f.h = h
-	f.nonblock = uint32(mode)&oNonblock != 0
 	return qidOf(f.n), 0, nil
 }
 
@@ -222,15 +248,17 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 
 // followRead reads a follow file (console, events). What is buffered is
 // returned at once. With nothing buffered:
-//   - after a read that returned data, or on an O_NONBLOCK fid, it fails
-//     with EAGAIN at once. Linux's v9fs keeps sending reads to fill the
-//     caller's buffer unless O_NONBLOCK is set; an error ends that loop and
-//     the kernel hands the caller the bytes it has, dropping the error.
+//   - on an O_NONBLOCK fid, it returns 0 bytes at once (the tree's answer
+//     for a non-blocking open, as over FUSE);
+//   - after a read that returned data, it fails with EAGAIN at once.
+//     Linux's v9fs keeps sending reads to fill the caller's buffer unless
+//     O_NONBLOCK is set; an error ends that loop and the kernel hands the
+//     caller the bytes it has, dropping the error.
 //   - otherwise it waits up to FollowWait for data, then fails with EINTR
 //     (readers retry it; a process with Ctrl-C pending dies as it should).
 //
-// A read returns 0 (end of file) only when the follow has ended for good
-// (the VM stopped).
+// Otherwise a read returns 0 (end of file) only when the follow has ended
+// for good (the VM stopped).
 func (f *file) followRead(p []byte, off int64) (int, error) {
 	wait := FollowWait
 	if f.nonblock || f.gaveData.Load() {
@@ -305,7 +333,9 @@ func (f *file) Mkdir(name string, _ p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID, er
 }
 
 // UnlinkAt is rmdir when flags has AT_REMOVEDIR; unlinking a file is
-// refused, as over FUSE.
+// handed to the tree's rule (fs.Unlink), as over FUSE. 9P does not say
+// who asks: the directory counts as being emptied while any fid has it
+// open (Linux opens it to read it, as rm -r does).
 func (f *file) UnlinkAt(name string, flags uint32) error {
 	if err := f.mayChange(); err != nil {
 		return err
@@ -318,7 +348,7 @@ func (f *file) UnlinkAt(name string, flags uint32) error {
 		return errno(err)
 	}
 	if flags&atRemoveDir == 0 {
-		return errno(hfs.ErrNoChange)
+		return errno(hfs.Unlink(f.ctx(), f.n, name, f.s.dirOpen(f.n.ID())))
 	}
 	return errno(hfs.Rmdir(f.ctx(), f.n, name))
 }
@@ -348,8 +378,11 @@ func (f *file) RenameAt(string, p9.File, string) error { return f.refuseChange()
 func (f *file) Rename(p9.File, string) error           { return noChange }
 func (f *file) Renamed(p9.File, string)                {}
 
-func (f *file) Create(string, p9.OpenFlags, p9.FileMode, p9.UID, p9.GID) (p9.File, p9.QID, uint32, error) {
-	return nil, p9.QID{}, 0, f.refuseChange()
+func (f *file) Create(name string, _ p9.OpenFlags, _ p9.FileMode, _ p9.UID, _ p9.GID) (p9.File, p9.QID, uint32, error) {
+	if err := f.mayChange(); err != nil {
+		return nil, p9.QID{}, 0, err
+	}
+	return nil, p9.QID{}, 0, errno(hfs.Create(f.ctx(), f.n, name))
 }
 func (f *file) Symlink(string, string, p9.UID, p9.GID) (p9.QID, error) {
 	return p9.QID{}, f.refuseChange()

@@ -36,6 +36,26 @@ type Server struct {
 	closed bool
 	open   map[io.Closer]struct{} // listeners and connections, for Close
 	wg     sync.WaitGroup         // Serve loops and connections
+
+	dirsMu sync.Mutex
+	dirs   map[uint64]int // directory node id: fids that have it open
+}
+
+// openDir counts a fid that opened (d = 1) or closed (d = -1) directory
+// node id; see UnlinkAt.
+func (s *Server) openDir(id uint64, d int) {
+	s.dirsMu.Lock()
+	defer s.dirsMu.Unlock()
+	if s.dirs[id] += d; s.dirs[id] <= 0 {
+		delete(s.dirs, id)
+	}
+}
+
+// dirOpen reports whether a fid has directory node id open.
+func (s *Server) dirOpen(id uint64) bool {
+	s.dirsMu.Lock()
+	defer s.dirsMu.Unlock()
+	return s.dirs[id] > 0
 }
 
 // New makes a server for the tree whose root is root (fs.Tree.Root()).
@@ -45,7 +65,7 @@ func New(root hfs.Dir, log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{root: root, log: log, lookupName: user.Lookup, lookupID: user.LookupId,
-		open: map[io.Closer]struct{}{}}
+		open: map[io.Closer]struct{}{}, dirs: map[uint64]int{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }

@@ -161,11 +161,14 @@ type Event struct {
 	Error string `json:"error,omitempty"`
 }
 
-// SeqHeader and StateHeader carry, on a successful action, the Seq and
-// the state after the action.
+// SeqHeader, StateHeader and DetailHeader carry, on a successful action,
+// the Seq, the state after the action and the detail of that state's
+// event, so a client that applies the answer before the event says the
+// same thing the event would.
 const (
-	SeqHeader   = "Hypefs-Seq"
-	StateHeader = "Hypefs-State"
+	SeqHeader    = "Hypefs-Seq"
+	StateHeader  = "Hypefs-State"
+	DetailHeader = "Hypefs-Detail"
 )
 
 // GracefulStop is the body of hypefs.graceful-stop: press the power

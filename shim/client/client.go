@@ -73,12 +73,13 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 // Effect is what a successful action led to: the shim's state sequence
 // number and state right after it (zero where the shim did not say).
 type Effect struct {
-	Seq   uint64
-	State string
+	Seq    uint64
+	State  string
+	Detail string // the detail of the state's event (api.DetailHeader)
 }
 
 // doSeq is do, also returning the effect a successful action answered
-// with (api.SeqHeader, api.StateHeader).
+// with (api.SeqHeader, api.StateHeader, api.DetailHeader).
 func (c *Client) doSeq(ctx context.Context, method, path string, body, out any) (Effect, error) {
 	var none Effect
 	var rd io.Reader
@@ -120,6 +121,7 @@ func (c *Client) doSeq(ctx context.Context, method, path string, body, out any) 
 	var eff Effect
 	eff.Seq, _ = strconv.ParseUint(resp.Header.Get(api.SeqHeader), 10, 64)
 	eff.State = resp.Header.Get(api.StateHeader)
+	eff.Detail = resp.Header.Get(api.DetailHeader)
 	if out != nil {
 		return eff, json.NewDecoder(resp.Body).Decode(out)
 	}

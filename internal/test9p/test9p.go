@@ -1,4 +1,5 @@
-package testenv
+// Package test9p attaches 9P clients as a given user, for tests.
+package test9p
 
 import (
 	"encoding/binary"
@@ -13,22 +14,22 @@ import (
 // NoUID leaves a Tattach's n_uname unset.
 const NoUID = ^uint32(0)
 
-// Dial9PAs connects a p9 client to addr ("unix:PATH" or "tcp:HOST:PORT")
+// DialAs connects a p9 client to addr ("unix:PATH" or "tcp:HOST:PORT")
 // and attaches as the user uid (n_uname), as Linux's v9fs does. The
 // client is closed when the test ends.
-func Dial9PAs(t testing.TB, addr string, uid uint32) (p9.File, error) {
+func DialAs(t testing.TB, addr string, uid uint32) (p9.File, error) {
 	t.Helper()
-	f, closeFn, err := Attach9P(addr, "", uid)
+	f, closeFn, err := Attach(addr, "", uid)
 	if err == nil || closeFn != nil {
 		t.Cleanup(closeFn)
 	}
 	return f, err
 }
 
-// Attach9P connects to addr and attaches naming uname and n_uname (NoUID:
+// Attach connects to addr and attaches naming uname and n_uname (NoUID:
 // none). p9's client names no user in its Tattach, so the connection
 // rewrites that message on its way out. close ends the client.
-func Attach9P(addr, uname string, nuname uint32) (root p9.File, close func(), err error) {
+func Attach(addr, uname string, nuname uint32) (root p9.File, close func(), err error) {
 	kind, rest, _ := strings.Cut(addr, ":")
 	conn, err := net.Dial(kind, rest)
 	if err != nil {
