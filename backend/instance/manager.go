@@ -162,6 +162,7 @@ func Open(opts Options) (*Manager, error) {
 	}
 	m.saverWG.Add(1)
 	go m.saver()
+	m.moveLegacyI()
 	if err := m.load(); err != nil {
 		m.Close()
 		return nil, err
@@ -375,11 +376,12 @@ func (m *Manager) load() error {
 // moveLegacyRunDir moves the run directory of a VM started by an earlier
 // hypefs, which kept it at RUN/NAME, to where it is now (RUN/i/NAME), so
 // that the VM is found again. Its sockets keep working: a Unix socket is
-// reached through whatever path leads to it.
+// reached through whatever path leads to it. An instance called "i" had
+// the namespace's own path: moveLegacyI moves it first.
 func (m *Manager) moveLegacyRunDir(name string) {
 	old, now := filepath.Join(m.lay.Run, name), m.lay.RunDir(name)
-	if filepath.Dir(now) != filepath.Join(m.lay.Run, layout.RunByName) {
-		return // hashed: RUN/h/HASH then as now
+	if name == layout.RunByName || filepath.Dir(now) != filepath.Join(m.lay.Run, layout.RunByName) {
+		return // "i": moveLegacyI; hashed: RUN/h/HASH then as now
 	}
 	if _, err := os.Stat(filepath.Join(old, layout.ShimRecord)); err != nil {
 		return
@@ -387,18 +389,31 @@ func (m *Manager) moveLegacyRunDir(name string) {
 	if _, err := os.Stat(now); err == nil {
 		return
 	}
-	if name == layout.RunByName {
-		// RUN/i is this VM's old directory: out of the way first.
-		aside := filepath.Join(m.lay.Run, ".legacy-"+name)
-		if os.Rename(old, aside) != nil {
-			return
-		}
-		old = aside
-	}
 	os.MkdirAll(filepath.Dir(now), layout.PrivateDir)
 	if err := os.Rename(old, now); err != nil {
 		m.log.Warn("move run directory of an earlier hypefs", "instance", name, "err", err)
 	}
+}
+
+// moveLegacyI moves the run directory of an instance called "i" that an
+// earlier hypefs started (RUN/i, a shim's record in it) to RUN/i/i, before
+// RUN/i becomes the namespace of every instance's run directory.
+func (m *Manager) moveLegacyI() {
+	old := filepath.Join(m.lay.Run, layout.RunByName)
+	if _, err := os.Stat(filepath.Join(old, layout.ShimRecord)); err != nil {
+		return
+	}
+	aside := filepath.Join(m.lay.Run, ".legacy-"+layout.RunByName)
+	if os.Rename(old, aside) != nil {
+		return
+	}
+	if err := os.Mkdir(old, layout.PrivateDir); err == nil {
+		err = os.Rename(aside, filepath.Join(old, layout.RunByName))
+		if err == nil {
+			return
+		}
+	}
+	m.log.Warn("move run directory of an earlier hypefs", "instance", layout.RunByName)
 }
 
 func isGone(err error) bool {
