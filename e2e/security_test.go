@@ -259,6 +259,9 @@ func TestPermissions(t *testing.T) {
 			want: map[string]string{"outsider": "EACCES", "member": "EACCES", "owner": "EACCES", "root": "EACCES"}},
 		{what: "cat images/ctl", fuse: "cat %s/images/ctl", ninep: p9read("images/ctl"), want: allow(nil)},
 		{what: "pull", fuse: "echo pull " + host + "/small:1 > %s/images/ctl", ninep: p9write("images/ctl", "pull "+host+"/small:1"), want: allow(nil)},
+		{what: "cat a pulled image's config", fuse: "cat %s/images/" + host + "/small/1/config", ninep: p9read("images/" + host + "/small/1/config"), want: allow(nil)},
+		{what: "write a pulled image's config", fuse: "echo x > %s/images/" + host + "/small/1/config", ninep: p9write("images/"+host+"/small/1/config", "x"),
+			want: map[string]string{"outsider": "EACCES", "member": "EACCES", "owner": "EACCES", "root": "EACCES"}},
 		{what: "touch a file", fuse: "touch %s/instances/a/new", want: allow(map[string]string{"member": "EACCES", "owner": "EPERM", "root": "EPERM"})},
 	}
 	for _, o := range ops {
