@@ -38,6 +38,7 @@ run: deps build
 	@echo "  echo 'uname -a' > $(MNT)/instances/hello/console"
 	@echo "  echo kill > $(MNT)/instances/hello/ctl && rmdir $(MNT)/instances/hello"
 	@echo "Ctrl-C unmounts (VMs keep running; mount again to find them)."
+	@echo "Root and the members of the group hypefs may use it (groupadd hypefs; usermod -aG hypefs USER)."
 	@echo
 	$(BIN)/hypefs mount --data $${HYPEFS_DATA:-/var/lib/hypefs} --run $${HYPEFS_RUN:-/run/hypefs} $(MNT)
 

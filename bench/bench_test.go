@@ -50,7 +50,7 @@ func BenchmarkBootToReady(b *testing.B) {
 		}
 		mine = append(mine, time.Since(start))
 		if spec == nil {
-			spec = loadShimConfig(b, filepath.Join(d.Run, name, "shim-config.json"))
+			spec = loadShimConfig(b, filepath.Join(d.RunDir(name), "shim-config.json"))
 		}
 		testenv.Shell("echo kill > " + d.Inst(name, "ctl") + " && rmdir " + d.Path("instances", name))
 
@@ -64,7 +64,7 @@ func BenchmarkBootToReady(b *testing.B) {
 func BenchmarkPause(b *testing.B) {
 	d := testenv.NewDaemon(b)
 	d.Boot("p", "{}")
-	spec := loadShimConfig(b, filepath.Join(d.Run, "p", "shim-config.json"))
+	spec := loadShimConfig(b, filepath.Join(d.RunDir("p"), "shim-config.json"))
 	const n = 50
 	var mine []time.Duration
 	ctl, status := d.Inst("p", "ctl"), d.Inst("p", "status")

@@ -24,7 +24,7 @@ func BenchmarkStatusRead(b *testing.B) {
 	d.Boot("st", "{}")
 	status := d.Inst("st", "status")
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(d.Run, "st", "api.sock"))
+		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(d.RunDir("st"), "api.sock"))
 	}}}
 	const n = 500
 	var mine, raw []time.Duration

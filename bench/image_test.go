@@ -64,7 +64,7 @@ func BenchmarkImageConvert(b *testing.B) {
 			b.Fatal(err)
 		}
 		start := time.Now()
-		if _, err := s.Pull(context.Background(), ref); err != nil {
+		if _, err := s.Pull(context.Background(), ref, 0); err != nil {
 			b.Fatal(err)
 		}
 		mine = append(mine, time.Since(start))
@@ -144,7 +144,7 @@ func BenchmarkImageFirstLine(b *testing.B) {
 			b.Fatalf("%s never printed its first line; error %q", n, d.Read(d.Inst(n, "error")))
 		}
 		mine = append(mine, time.Since(start))
-		spec := loadShimConfig(b, filepath.Join(d.Run, n, "shim-config.json"))
+		spec := loadShimConfig(b, filepath.Join(d.RunDir(n), "shim-config.json"))
 		if !testenv.WaitFor(time.Minute, func() bool { return d.Status(n) == "stopped" }) {
 			b.Fatalf("%s did not stop", n)
 		}

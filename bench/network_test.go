@@ -74,7 +74,7 @@ func BenchmarkNetBootToPing(b *testing.B) {
 					b.Fatalf("%s never became ready", name)
 				}
 				without = append(without, time.Since(start))
-				if spec := loadShimConfig(b, filepath.Join(d.Run, name, "shim-config.json")); len(spec.Engine.NICs) != 0 {
+				if spec := loadShimConfig(b, filepath.Join(d.RunDir(name), "shim-config.json")); len(spec.Engine.NICs) != 0 {
 					b.Fatalf(`{"network":false} booted with NICs %+v`, spec.Engine.NICs)
 				}
 			}

@@ -307,7 +307,7 @@ func TestConcurrency(t *testing.T) {
 	}
 	cw.Wait()
 	d.WaitStatus("c00", "running", 90*time.Second)
-	if n := len(testenv.Processes(filepath.Join(d.Run, "c00") + "/")); n != 2 {
+	if n := len(testenv.Processes(d.RunDir("c00") + "/")); n != 2 {
 		t.Fatalf("%d processes for c00, want a shim and a QEMU", n)
 	}
 	// Readers on console while others write to it.

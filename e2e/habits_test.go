@@ -710,9 +710,10 @@ func TestHabitSmallerThings(t *testing.T) {
 	if m := errorLine.FindStringSubmatch(d.Read(d.Inst("s1", "error"))); m == nil || m[1] != "config" {
 		t.Fatalf("error after a bad config reads %q", d.Read(d.Inst("s1", "error")))
 	}
-	// cp -a of a config file applies it and exits 0.
+	// cp -a of a config file (of config's own mode: it holds an
+	// environment) applies it and exits 0.
 	my := filepath.Join(t.TempDir(), "my.json")
-	os.WriteFile(my, []byte(`{"cpus":1}`+"\n"), 0o644)
+	os.WriteFile(my, []byte(`{"cpus":1}`+"\n"), 0o600)
 	if out, err := run(t, 30*time.Second, "cp -a "+my+" "+d.Inst("s1", "config")); err != nil {
 		t.Fatalf("cp -a my.json config: %v %s", err, out)
 	}
@@ -724,7 +725,7 @@ func TestHabitSmallerThings(t *testing.T) {
 	if msg := d.Read(d.Inst("s1", "error")); !strings.Contains(msg, "mode") {
 		t.Fatalf("error after chmod: %q", msg)
 	}
-	mustRun(t, 10*time.Second, "chmod 0644 "+d.Inst("s1", "config")+" && chown root:root "+d.Inst("s1", "config")+" && touch "+d.Inst("s1", "config"))
+	mustRun(t, 10*time.Second, "chmod 0600 "+d.Inst("s1", "config")+" && chown root:root "+d.Inst("s1", "config")+" && touch "+d.Inst("s1", "config"))
 	// The log stays free of terminal queries.
 	mustRun(t, 10*time.Second, "echo 'echo asked-$((6*7))' > "+d.Inst("s1", "console"))
 	d.WaitLog("s1", "asked-42", 1, 30*time.Second)

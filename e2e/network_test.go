@@ -188,3 +188,37 @@ func natExists() (bool, error) {
 	}
 	return false, nil
 }
+
+// A boot that fails half-way (here: QEMU is missing, after networking made
+// the VM's TAP) releases what it took: the TAP goes.
+func TestFailedBootReleasesTap(t *testing.T) {
+	if _, inside := testenv.Netns(t); !inside {
+		return
+	}
+	d := testenv.NewDaemonNet(t)
+	d.Stop()
+	bin := t.TempDir()
+	fm, err := exec.LookPath("fusermount3")
+	if err != nil {
+		t.Skip("no fusermount3")
+	}
+	os.Symlink(fm, filepath.Join(bin, "fusermount3"))
+	d.SetEnv("PATH=" + bin)
+	d.Start()
+	if err := os.Mkdir(d.Path("instances", "half"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.Inst("half", "config"), []byte(`{"network":true}`), 0o644); err != nil {
+		t.Fatalf("config: %v (error: %s)", err, d.Read(d.Inst("half", "error")))
+	}
+	d.WaitStatus("half", "error", 60*time.Second)
+	if msg := d.Read(d.Inst("half", "error")); !strings.Contains(msg, "qemu") {
+		t.Fatalf("error = %q; want QEMU named", msg)
+	}
+	if l, err := netlink.LinkByName(network.TapName("half")); err == nil {
+		t.Errorf("the failed boot left its TAP %s", l.Attrs().Name)
+	}
+	if _, err := os.Stat(d.RunDir("half")); !os.IsNotExist(err) {
+		t.Errorf("the failed boot left its run directory: %v", err)
+	}
+}

@@ -187,7 +187,7 @@ func TestDaemonRestart(t *testing.T) {
 	}
 	// The VM runs on without the daemon; what it prints meanwhile is not
 	// lost. (Typed through the shim's own console socket: no daemon.)
-	con, err := net.Dial("unix", filepath.Join(d.Run, "keep", "console.sock"))
+	con, err := net.Dial("unix", filepath.Join(d.RunDir("keep"), "console.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}

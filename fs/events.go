@@ -126,6 +126,7 @@ func (h *eventsHandle) Release() {
 	delete(h.hub.subs, h)
 	h.hub.mu.Unlock()
 	h.buf.append(nil, true)
+	h.buf.release()
 }
 func (h *eventsHandle) DirectIO() bool { return true }
 func (h *eventsHandle) Stream() bool   { return true }

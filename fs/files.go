@@ -13,20 +13,24 @@ import (
 	"hypefs/internal/errno"
 )
 
-// base carries a node's id, mode and modification time. A node of an
-// instance's directory also knows its name and how to record a refusal
-// in the instance's error file (set by the directory).
+// base carries a node's id, mode, ownership (see access.go) and
+// modification time. A node of an instance's directory also knows its
+// name and how to record a refusal in the instance's error file (set by
+// the directory).
 type base struct {
 	id    uint64
 	mode  os.FileMode
+	own   *Ownership
 	born  time.Time
 	mtime func() time.Time // when the content last changed; nil: born
 	nm    string
 	ref   func(cause string, err *errno.Error) error
 }
 
-func (b *base) ID() uint64        { return b.id }
-func (b *base) Mode() os.FileMode { return b.mode }
+func (b *base) ID() uint64                               { return b.id }
+func (b *base) Mode() os.FileMode                        { return b.mode }
+func (b *base) Ownership() *Ownership                    { return b.own }
+func (b *base) setAccess(o *Ownership, mode os.FileMode) { b.own, b.mode = o, mode }
 
 func newBase(mode os.FileMode) base { return base{id: NewID(), mode: mode, born: time.Now()} }
 

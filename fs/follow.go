@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"syscall"
@@ -15,26 +16,80 @@ import (
 // the guest and the daemon never wait for it).
 const followLimit = 4 << 20
 
+// DefaultFollowMemory is what all open follow handles together may hold
+// unread, unless SetFollowMemory says otherwise.
+const DefaultFollowMemory = 64 << 20
+
+// followMem is the memory open follow handles share: each may hold its
+// share of it (and at most followLimit), so that however many readers
+// stop reading, the daemon holds at most the total for them.
+var followMem = &followBudget{total: DefaultFollowMemory}
+
+type followBudget struct {
+	mu      sync.Mutex
+	total   int
+	readers int
+}
+
+// SetFollowMemory sets what all open follow handles together may hold
+// unread (--follow-memory).
+func SetFollowMemory(total int) {
+	followMem.mu.Lock()
+	followMem.total = total
+	followMem.mu.Unlock()
+}
+
+func (b *followBudget) join(n int) {
+	b.mu.Lock()
+	b.readers += n
+	b.mu.Unlock()
+}
+
+// share is what one reader may hold now.
+func (b *followBudget) share() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return min(followLimit, b.total/max(b.readers, 1))
+}
+
 // followBuf is the unread data of one open follow file: appended to by a
 // producer, read by the handle's reads, which block while it is empty
-// (unless the file was opened O_NONBLOCK).
+// (unless the file was opened O_NONBLOCK). Past its share of the follow
+// memory, the oldest unread bytes are dropped, and the reader's next read
+// starts with a line saying so.
 type followBuf struct {
 	mu       sync.Mutex
 	buf      []byte
 	closed   bool          // no more data will come
 	wake     chan struct{} // closed and replaced when data arrives
 	nonblock bool          // opened O_NONBLOCK: never wait
+	dropped  int64         // bytes dropped since the reader last read
+	left     bool          // release was called
 }
 
 func newFollowBuf(flags int) *followBuf {
+	followMem.join(1)
 	return &followBuf{wake: make(chan struct{}), nonblock: flags&syscall.O_NONBLOCK != 0}
+}
+
+// release gives the buffer's share back (the handle is closed).
+func (f *followBuf) release() {
+	f.mu.Lock()
+	left := f.left
+	f.left, f.buf = true, nil
+	f.mu.Unlock()
+	if !left {
+		followMem.join(-1)
+	}
+
 }
 
 func (f *followBuf) append(p []byte, closed bool) {
 	f.mu.Lock()
 	f.buf = append(f.buf, p...)
-	if over := len(f.buf) - followLimit; over > 0 {
+	if over := len(f.buf) - followMem.share(); over > 0 && !f.left {
 		f.buf = append(f.buf[:0], f.buf[over:]...)
+		f.dropped += int64(over)
 	}
 	f.closed = f.closed || closed
 	close(f.wake)
@@ -43,16 +98,26 @@ func (f *followBuf) append(p []byte, closed bool) {
 }
 
 // read returns what is buffered at once, or blocks until some arrives,
-// the producer ends (0, EOF), or ctx ends (EINTR). A reader that opened
-// O_NONBLOCK (open's flags are what the daemon sees; a read's own are not
-// passed on) never waits: with nothing buffered it reads 0 bytes, as at
-// the current end of a growing regular file, and a later read returns
-// what arrived meanwhile. Not EAGAIN: Midnight Commander's viewer opens
-// files O_NONBLOCK and retries EAGAIN at once, forever, so it froze on
-// EAGAIN as it did on a blocking read; at 0 bytes it shows what it has.
+// the producer ends (0, EOF), or ctx ends (EINTR). After a drop, a note
+// line comes first. A reader that opened O_NONBLOCK (open's flags are what
+// the daemon sees; a read's own are not passed on) never waits: with
+// nothing buffered it reads 0 bytes, as at the current end of a growing
+// regular file, and a later read returns what arrived meanwhile. Not
+// EAGAIN: Midnight Commander's viewer opens files O_NONBLOCK and retries
+// EAGAIN at once, forever, so it froze on EAGAIN as it did on a blocking
+// read; at 0 bytes it shows what it has.
 func (f *followBuf) read(ctx context.Context, p []byte) (int, error) {
 	for {
 		f.mu.Lock()
+		if f.dropped > 0 {
+			note := fmt.Sprintf("\n[hypefs: %d bytes dropped here: this reader fell behind]\n", f.dropped)
+			if len(p) >= len(note) {
+				f.dropped = 0
+				n := copy(p, note)
+				f.mu.Unlock()
+				return n, nil
+			}
+		}
 		if len(f.buf) > 0 {
 			n := copy(p, f.buf)
 			f.buf = f.buf[n:]
@@ -182,6 +247,7 @@ func (h *consoleHandle) Release() {
 		h.conn.Close()
 	}
 	h.mu.Unlock()
+	h.in.release()
 }
 func (h *consoleHandle) DirectIO() bool { return true }
 func (h *consoleHandle) Stream() bool   { return true }

@@ -18,13 +18,24 @@ import (
 //	images/error                 the last ctl error as a sentence; empty if none
 //	images/REGISTRY/REPO…/TAG/   one image: ref, digest, size, config, status, progress, error
 func NewImagesDir(s *image.Store) Dir {
-	r := &imagesRoot{s: s, nodes: map[string]Node{}}
-	r.ctl = NewCtlFile(0o644,
+	r := &imagesRoot{s: s, nodes: map[string]Node{}, own: rootOwned}
+	r.ctl = NewCtlFile(modeImagesCtl,
 		func(context.Context) []byte { return []byte("pull REF\nrm REF\n") },
-		func(ctx context.Context, b []byte) error { return s.Ctl(ctx, string(b)) })
+		func(ctx context.Context, b []byte) error { return s.Ctl(ctx, string(b), CallerOf(ctx).UID) })
 	r.errf = NewGenFile(func(context.Context) []byte { return line(s.LastError()) })
-	r.top = &imagesDir{base: newBase(os.ModeDir | 0o755), r: r}
+	r.top = &imagesDir{base: newBase(modeImagesDir), r: r}
 	return r.top
+}
+
+// adopt gives images/ and every node it makes the tree's ownership.
+func (d *imagesDir) adopt(o *Ownership) {
+	r := d.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.own = o
+	r.ctl.(*CtlFile).setAccess(o, modeImagesCtl)
+	r.errf.(*GenFile).setAccess(o, modeShared)
+	r.top.setAccess(o, modeImagesDir)
 }
 
 type imagesRoot struct {
@@ -33,6 +44,7 @@ type imagesRoot struct {
 	top       *imagesDir
 	mu        sync.Mutex
 	nodes     map[string]Node // by path under images/, so inodes stay put
+	own       *Ownership      // the tree's: images are shared read-only
 }
 
 // paths maps each entry's directory path (REGISTRY/REPO…/TAG) to its ref.
@@ -126,7 +138,8 @@ func (r *imagesRoot) dirNode(p string) Node {
 			return n
 		}
 	}
-	n := &imagesDir{base: newBase(os.ModeDir | 0o755), r: r, prefix: p}
+	n := &imagesDir{base: newBase(modeImagesDir), r: r, prefix: p}
+	n.own = r.own
 	r.nodes[p] = n
 	return n
 }
@@ -141,7 +154,7 @@ func (r *imagesRoot) imageNode(p, ref string) Node {
 	}
 	s := r.s
 	get := func() image.Entry { e, _ := s.Lookup(ref); return e }
-	d := &staticDir{base: newBase(os.ModeDir | 0o755), entries: []Entry{
+	d := &staticDir{base: newBase(modeImagesDir), entries: []Entry{
 		{"config", NewGenFile(func(context.Context) []byte {
 			c := get().Config
 			if len(c) > 0 && c[len(c)-1] != '\n' {
@@ -165,6 +178,12 @@ func (r *imagesRoot) imageNode(p, ref string) Node {
 		})},
 		{"status", NewGenFile(func(context.Context) []byte { return line(get().Status) })},
 	}}
+	own(d, r.own, func(_ string, cur os.FileMode) os.FileMode {
+		if cur.IsDir() {
+			return modeImagesDir
+		}
+		return modeShared
+	}, "")
 	r.nodes[p] = d
 	return d
 }

@@ -28,7 +28,12 @@ The follow files (events, instances/NAME/console, instances/NAME/events) are not
 listed by ls: they are opened by name, so that cp -r, tar, zip, rsync, grep -r and find
 never wait on them. Opened O_NONBLOCK they return what is there, or 0 bytes.
 
+Who may: root and the members of the daemon's group. An instance is its maker's: only
+they and root may write its config, ctl and console, read its config, console and logs, or
+remove it; other members may list it and read its status, info, error, exit and events.
+
 Files: /version, /host (cpus, memory, accel and why, bridge and subnet). Watch
 instances/NAME/status with inotify (attrib) to learn of state changes. The same tree is
-served over 9P with hypefs mount --9p ADDR. See docs/filesystem.md in the source.
+served over 9P with hypefs mount --9p ADDR. See docs/filesystem.md and docs/security.md in
+the source.
 `

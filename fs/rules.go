@@ -16,26 +16,23 @@ import (
 
 // Attr is what stat(2) shows of a node.
 type Attr struct {
-	Mode     os.FileMode // permission bits, plus os.ModeDir for a directory
+	Mode     os.FileMode // permission bits (sticky included), plus os.ModeDir for a directory
 	Nlink    uint32
 	Size     uint64
 	Blocks   uint64 // 512-byte blocks
-	UID, GID uint32
+	UID, GID uint32 // owner and group (AccessOf)
 	// Mtime is when the content last changed; ctime and atime show the
 	// same time (nothing else about a node changes, and reads do not
 	// count), so times change only when content does.
 	Mtime time.Time
 }
 
-// Owner is the owner every node shows: the daemon's user and group.
-func Owner() (uid, gid uint32) { return uint32(os.Getuid()), uint32(os.Getgid()) }
-
 // Stat returns a node's attributes; h, if not nil, is a handle of the
 // node open in the caller (fstat), which may know better (a log opened
 // before its instance was removed keeps its own size).
 func Stat(ctx context.Context, n Node, h Handle) Attr {
-	a := Attr{Mode: n.Mode(), Nlink: 1}
-	a.UID, a.GID = Owner()
+	acc := AccessOf(n)
+	a := Attr{Mode: acc.Mode, UID: acc.UID, GID: acc.GID, Nlink: 1}
 	if n.Mode().IsDir() {
 		a.Nlink = 2
 		if d, ok := n.(Dated); ok {
@@ -91,15 +88,15 @@ type SetAttr struct {
 // times are taken by files that accept them, ignored on directories and
 // refused on other files (EPERM). A zero Mtime means now.
 func Setattr(ctx context.Context, n Node, a SetAttr) error {
-	uid, gid := Owner()
-	if a.Mode != nil && a.Mode.Perm() != n.Mode().Perm() {
+	acc := AccessOf(n)
+	if a.Mode != nil && a.Mode.Perm() != acc.Mode.Perm() {
 		return refuse(n, "chmod", errno.Errorf(syscall.EPERM,
 			"modes of hypefs files are fixed: %s is %#o, chmod asked for %#o (hint: cp and rsync without -p/-a copy into the tree)",
-			what(n), n.Mode().Perm(), a.Mode.Perm()))
+			what(n), acc.Mode.Perm(), a.Mode.Perm()))
 	}
-	if a.UID != nil && *a.UID != uid || a.GID != nil && *a.GID != gid {
+	if a.UID != nil && *a.UID != acc.UID || a.GID != nil && *a.GID != acc.GID {
 		return refuse(n, "chown", errno.Errorf(syscall.EPERM,
-			"owners of hypefs files are fixed: every file belongs to %d:%d, the daemon's user (hint: cp and rsync without -p/-a copy into the tree)", uid, gid))
+			"owners of hypefs files are fixed: %s belongs to %d:%d (hint: cp and rsync without -p/-a copy into the tree)", what(n), acc.UID, acc.GID))
 	}
 	if a.Size != nil {
 		t, ok := n.(Truncater)

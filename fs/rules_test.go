@@ -24,7 +24,7 @@ func TestRules(t *testing.T) {
 	dir := &staticDir{base: newBase(os.ModeDir | 0o755), entries: []Entry{{"ctl", ctl}}}
 	zero := uint64(0)
 	same, other := os.FileMode(0o644), os.FileMode(0o755)
-	uid, _ := Owner()
+	uid := AccessOf(dir).UID
 	root := uid + 1
 	for _, tc := range []struct {
 		name string

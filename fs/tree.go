@@ -25,6 +25,7 @@ type Tree struct {
 	m       *instance.Manager
 	version string
 	root    *staticDir
+	own     *Ownership // root's and the daemon's group (ShareWith)
 
 	mu      sync.Mutex
 	dirs    map[*instance.Instance]*instanceDir
@@ -108,7 +109,8 @@ func (t *Tree) Watch(fn func(Change)) {
 
 // New builds the tree.
 func New(m *instance.Manager, version string) *Tree {
-	t := &Tree{m: m, version: version, dirs: map[*instance.Instance]*instanceDir{}, hub: NewHub()}
+	t := &Tree{m: m, version: version, dirs: map[*instance.Instance]*instanceDir{}, hub: NewHub(),
+		own: &Ownership{noGroup: true}}
 	t.root = &staticDir{base: base{id: 1, mode: os.ModeDir | 0o755}, entries: []Entry{
 		{"README", NewGenFile(func(context.Context) []byte { return []byte(manual) })},
 		{"version", NewGenFile(func(context.Context) []byte { return line(t.version) })},
@@ -124,12 +126,31 @@ func New(m *instance.Manager, version string) *Tree {
 	}}
 	t.root.entries[len(t.root.entries)-1].Node.(*EventsFile).setMtime(t.hub.Last)
 	sort.Slice(t.root.entries, func(a, b int) bool { return t.root.entries[a].Name < t.root.entries[b].Name })
+	own(t.root, t.own, rootMode, "")
 	return t
 }
 
+// ShareWith lets the members of group gid use the tree (see access.go);
+// without it the tree is root's alone. Call it before the tree is served.
+func (t *Tree) ShareWith(gid uint32) {
+	t.own.GID, t.own.noGroup = gid, false
+}
+
+// Group is the daemon's group, if the tree is shared with one.
+func (t *Tree) Group() (gid uint32, ok bool) { return t.own.GID, !t.own.noGroup }
+
+// InstanceOwnership is who an instance's nodes belong to: its owner, and
+// the daemon's group. Nodes added to an instance's directory take it.
+func (t *Tree) InstanceOwnership(i *instance.Instance) *Ownership {
+	o := i.Owner()
+	return &Ownership{UID: o.UID, GID: t.own.GID, noGroup: t.own.noGroup}
+}
+
 // AddRoot adds a node at the root (before the tree is served), e.g. the
-// image store's "images" directory.
+// image store's "images" directory; it is the tree's, with the modes of
+// rootMode.
 func (t *Tree) AddRoot(name string, n Node) {
+	own(n, t.own, rootMode, name)
 	t.root.entries = append(t.root.entries, Entry{name, n})
 	sort.Slice(t.root.entries, func(a, b int) bool { return t.root.entries[a].Name < t.root.entries[b].Name })
 }
@@ -156,6 +177,8 @@ func (d *staticDir) Lookup(_ context.Context, name string) (Node, error) {
 }
 
 func (d *staticDir) Entries(context.Context) ([]Entry, error) { return d.entries, nil }
+
+func (d *staticDir) fixedEntries() []Entry { return d.entries }
 
 // Fixed marks staticDir as a FixedDir.
 func (d *staticDir) Fixed() {}
@@ -196,8 +219,10 @@ func (d *instancesDir) Entries(context.Context) ([]Entry, error) {
 	return out, nil
 }
 
-func (d *instancesDir) Mkdir(_ context.Context, name string) (Node, error) {
-	i, err := d.t.m.Create(name)
+// Mkdir makes an instance that belongs to the caller.
+func (d *instancesDir) Mkdir(ctx context.Context, name string) (Node, error) {
+	c := CallerOf(ctx)
+	i, err := d.t.m.Create(name, instance.Owner{UID: c.UID, GID: c.GID})
 	if err != nil {
 		return nil, err
 	}
@@ -224,6 +249,7 @@ func (t *Tree) dirFor(i *instance.Instance) *instanceDir {
 		return d
 	}
 	d := newInstanceDir(i, t.hub)
+	own(d, t.InstanceOwnership(i), instanceMode, "")
 	t.dirs[i] = d
 	return d
 }
@@ -257,7 +283,7 @@ func newInstanceDir(i *instance.Instance, hub *Hub) *instanceDir {
 		{"ctl", ctl},
 		{"error", NewGenFile(func(context.Context) []byte { return line(i.ErrorText()) }).WithMtime(i.ErrorTime)},
 		{"events", events},
-		{"info", NewGenFile(func(context.Context) []byte { return jsonLine(i.Info()) }).WithMtime(i.InfoChanged)},
+		{"info", NewGenFile(func(ctx context.Context) []byte { return jsonLine(infoFor(CallerOf(ctx), i)) }).WithMtime(i.InfoChanged)},
 		{"log", NewBackedFile(i.LogPath(), i.Gone)},
 		{StatusName, NewGenFile(func(context.Context) []byte { return line(i.State()) }).WithMtime(i.StateChanged)},
 		{"exit", NewGenFile(func(context.Context) []byte {
@@ -273,6 +299,17 @@ func newInstanceDir(i *instance.Instance, hub *Hub) *instanceDir {
 	}
 	sort.Slice(d.entries, func(a, b int) bool { return d.entries[a].Name < d.entries[b].Name })
 	return d
+}
+
+// infoFor is what info shows caller: all of it to the owner and root;
+// to other members, not the shim's sockets, which reach the VM's API and
+// vsock (they are root's on disk anyway).
+func infoFor(c Caller, i *instance.Instance) instance.Info {
+	in := i.Info()
+	if !c.Root() && c.UID != i.Owner().UID {
+		in.APISocket, in.VsockSocket = "", ""
+	}
+	return in
 }
 
 // ctlText is what ctl reads: the commands valid now, one per line, and

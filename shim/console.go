@@ -5,11 +5,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 
+	"hypefs/internal/logcap"
 	"hypefs/internal/sock"
 )
 
@@ -21,7 +21,7 @@ const clientQueue = 1024
 // appends it to the log file, watches for the ready marker, and fans it
 // out to live readers.
 type console struct {
-	log     *os.File
+	log     io.WriteCloser
 	onReady func()
 	onExit  func(code int) // the guest program's exit status line
 	// onAddress receives the address of an AddressMarker line; set before
@@ -45,8 +45,8 @@ type consoleClient struct {
 
 func (c *consoleClient) close() { c.once.Do(func() { close(c.ch) }) }
 
-func newConsole(logPath string, onReady func(), onExit func(int)) (*console, error) {
-	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+func newConsole(logPath string, logMax int64, onReady func(), onExit func(int)) (*console, error) {
+	f, err := logcap.Open(logPath, 0o600, logMax)
 	if err != nil {
 		return nil, err
 	}
@@ -209,6 +209,12 @@ func (c *console) serve(l net.Listener, input func() io.Writer) {
 					break
 				}
 			}
+			// The client closed its side. Gone for good, it is dropped
+			// now, not at the guest's next output; a half-close (it
+			// still reads) keeps its output coming.
+			if hungUp(conn) {
+				c.drop(cl)
+			}
 		}()
 		go func() {
 			both.Wait()
@@ -216,6 +222,14 @@ func (c *console) serve(l net.Listener, input func() io.Writer) {
 		}()
 		return true
 	})
+}
+
+// drop ends one live reader: its output ends, and its connection closes.
+func (c *console) drop(cl *consoleClient) {
+	c.mu.Lock()
+	delete(c.clients, cl)
+	cl.close()
+	c.mu.Unlock()
 }
 
 // closeClients ends every live reader (the VM has ended).

@@ -19,7 +19,7 @@ func TestConsoleMarkers(t *testing.T) {
 	var ready, exits int
 	code := -1
 	log := filepath.Join(t.TempDir(), "console.log")
-	c, err := newConsole(log, func() { ready++ }, func(n int) { exits++; code = n })
+	c, err := newConsole(log, 0, func() { ready++ }, func(n int) { exits++; code = n })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestConsoleMarkers(t *testing.T) {
 // byte passes.
 func TestConsoleDropsTerminalQueries(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "console.log")
-	c, err := newConsole(log, nil, nil)
+	c, err := newConsole(log, 0, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestConsoleDropsTerminalQueries(t *testing.T) {
 // close the connection before the input side has read the line).
 func TestConsoleInputOfAClosingClient(t *testing.T) {
 	dir := t.TempDir()
-	c, err := newConsole(filepath.Join(dir, "console.log"), nil, nil)
+	c, err := newConsole(filepath.Join(dir, "console.log"), 0, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

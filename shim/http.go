@@ -125,7 +125,7 @@ func (s *Shim) snapshot(ctx context.Context, dest string) error {
 	if st := s.status().State; st != api.Paused {
 		return fmt.Errorf("%w: the VM must be paused to snapshot it (it is %s)", engine.ErrWrongState, st)
 	}
-	if err := os.MkdirAll(u.Path, 0o755); err != nil {
+	if err := os.MkdirAll(u.Path, 0o700); err != nil {
 		return fmt.Errorf("snapshot directory: %w", err)
 	}
 	return s.m.Snapshot(ctx, u.Path)

@@ -77,7 +77,7 @@ func Start(ctx context.Context, cfg *api.Config, eng engine.Engine, log *slog.Lo
 	}
 	os.Remove(cfg.ExitPath)
 	var err error
-	if s.console, err = newConsole(cfg.LogPath, s.guestReady, s.guestExited); err != nil {
+	if s.console, err = newConsole(cfg.LogPath, cfg.LogMax, s.guestReady, s.guestExited); err != nil {
 		return nil, fmt.Errorf("open console log: %w", err)
 	}
 	s.console.onAddress = s.guestAddress
@@ -101,7 +101,7 @@ func Start(ctx context.Context, cfg *api.Config, eng engine.Engine, log *slog.Lo
 	}
 	s.m = m
 	if id := m.MachineID(); cfg.MachineIDPath != "" && len(id) > 0 {
-		if err := atomicfile.WriteFile(cfg.MachineIDPath, id, 0o644); err != nil {
+		if err := atomicfile.WriteFile(cfg.MachineIDPath, id, 0o600); err != nil {
 			log.Warn("persist machine id", "err", err)
 		}
 	}
@@ -109,7 +109,7 @@ func Start(ctx context.Context, cfg *api.Config, eng engine.Engine, log *slog.Lo
 		APIVersion: api.APIVersion, ShimPID: os.Getpid(), HypervisorPID: m.PID(), BootID: s.bootID,
 		Started: s.started, Hypervisor: eng.Name(), Accel: spec.Accel,
 	}
-	if err := atomicfile.WriteJSON(cfg.RecordPath, rec, 0o644); err != nil {
+	if err := atomicfile.WriteJSON(cfg.RecordPath, rec, 0o600); err != nil {
 		m.Stop(context.Background())
 		s.closeSockets()
 		return nil, fmt.Errorf("write shim record: %w", err)
@@ -130,7 +130,47 @@ func Start(ctx context.Context, cfg *api.Config, eng engine.Engine, log *slog.Lo
 	go s.srv.Serve(s.apiL)
 	go s.console.serve(s.consoleL, func() io.Writer { return s.machine().Console() })
 	go s.watch()
+	if h, ok := m.(engine.Halter); ok {
+		go s.watchHalts(h.Halts())
+	}
 	return s, nil
+}
+
+// watchHalts shows a VM the hypervisor paused by itself as paused, with
+// a sentence for the error file; resume continues it.
+func (s *Shim) watchHalts(halts <-chan engine.Halt) {
+	for {
+		select {
+		case h := <-halts:
+			s.halted(h)
+		case <-s.m.Done():
+			return
+		}
+	}
+}
+
+func (s *Shim) halted(h engine.Halt) {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.exit != nil || (s.state != api.Running && s.state != api.Booting) {
+		return
+	}
+	s.before = s.state
+	disk := h.Disk
+	var i int
+	if _, err := fmt.Sscanf(h.Disk, "d%d", &i); err == nil && i >= 0 && i < len(s.cfg.Engine.Disks) {
+		disk = s.cfg.Engine.Disks[i].Path
+	}
+	msg := fmt.Sprintf("the VM was paused: its disk %s could not be written", disk)
+	if h.NoSpace {
+		msg = fmt.Sprintf("the VM was paused: the host's disk is full, so the VM's disk %s could not be written (hint: free space on the host's disk that holds it, then echo resume > ctl)", disk)
+	} else if h.Reason != "" {
+		msg += " (" + h.Reason + ")"
+	}
+	s.log.Warn("hypervisor paused the VM", "disk", disk, "nospace", h.NoSpace, "reason", h.Reason)
+	s.setStateErrLocked(api.Paused, "disk write failed", msg)
 }
 
 // Done is closed when the VM has ended and the exit record is written.
@@ -180,7 +220,7 @@ func (s *Shim) watch() {
 	rec := &api.ExitRecord{Exit: ex, State: state, ShimPID: os.Getpid(), Started: s.started, Detail: s.detail, GuestExit: s.gexit}
 	s.exit = rec
 	s.mu.Unlock()
-	if err := atomicfile.WriteJSON(s.cfg.ExitPath, rec, 0o644); err != nil {
+	if err := atomicfile.WriteJSON(s.cfg.ExitPath, rec, 0o600); err != nil {
 		s.log.Error("write exit record", "err", err)
 	}
 	detail := ex.Reason
@@ -260,11 +300,14 @@ func (s *Shim) setStateIf(from, to, detail string) bool {
 	return true
 }
 
-func (s *Shim) setStateLocked(state, detail string) {
+func (s *Shim) setStateLocked(state, detail string) { s.setStateErrLocked(state, detail, "") }
+
+// setStateErrLocked is setStateLocked with a sentence for the error file.
+func (s *Shim) setStateErrLocked(state, detail, errText string) {
 	s.state = state
 	s.why = detail
 	s.seq++
-	ev := api.Event{Time: time.Now().UTC(), State: state, Detail: detail, Seq: s.seq, Address: s.address}
+	ev := api.Event{Time: time.Now().UTC(), State: state, Detail: detail, Seq: s.seq, Address: s.address, Error: errText}
 	for ch := range s.subs {
 		select {
 		case ch <- ev:

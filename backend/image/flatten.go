@@ -36,11 +36,21 @@ type flattener struct {
 	dirTime map[string]time.Time // directories' mtimes, set once all layers are in
 	size    int64                // bytes of regular file content, last write wins
 	files   map[string]int64     // regular file sizes by path, for size
+	// What the layers declare, counted before anything is written: every
+	// entry's size (a sparse file's full size) and its header. Past limit
+	// (0: none) the next entry is refused with over().
+	declared int64
+	limit    int64
+	over     func(declared int64, hdr *tar.Header) error
 }
 
 func newFlattener(root string) *flattener {
 	return &flattener{root: root, buf: make([]byte, 1<<20), dirTime: map[string]time.Time{}, files: map[string]int64{}}
 }
+
+// tarBlock is what a tar header takes: counted for every entry, so that a
+// layer of countless empty files is bounded too.
+const tarBlock = 512
 
 // tarError is a failure to read a layer's tar stream: its bytes are bad
 // (or did not arrive), whatever the tree being written.
@@ -60,6 +70,10 @@ func (f *flattener) apply(r io.Reader) error {
 		}
 		if err != nil {
 			return &tarError{err}
+		}
+		f.declared += hdr.Size + tarBlock
+		if f.limit > 0 && f.declared > f.limit {
+			return f.over(f.declared, hdr)
 		}
 		name := path.Clean("/" + hdr.Name)
 		if name == "/" {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
@@ -208,7 +210,7 @@ func TestImagePullDedupAndReopen(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ents[k], errs[k] = s.Pull(context.Background(), ref)
+			ents[k], errs[k] = s.Pull(context.Background(), ref, 0)
 		}()
 	}
 	wg.Wait()
@@ -242,7 +244,7 @@ func TestImagePullDedupAndReopen(t *testing.T) {
 		t.Fatalf("reopened: %+v %v", e2, ok)
 	}
 	before = blobGets.Load()
-	if _, err := s2.Get(context.Background(), ref); err != nil || blobGets.Load() != before {
+	if _, err := s2.Get(context.Background(), ref, 0); err != nil || blobGets.Load() != before {
 		t.Fatalf("Get of a cached image: %v, %d blob fetches", err, blobGets.Load()-before)
 	}
 	// rm: refused while a VM uses it, done after.
@@ -276,7 +278,7 @@ func TestImagePullIndexPicksPlatform(t *testing.T) {
 		arch = "amd64"
 	}
 	testimage.PushIndex(t, host+"/multi:1", map[string]v1.Image{"linux/" + s.opt.Arch: mine, "linux/" + arch: other, "windows/" + s.opt.Arch: other})
-	e, err := s.Pull(context.Background(), host+"/multi:1")
+	e, err := s.Pull(context.Background(), host+"/multi:1", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +286,7 @@ func TestImagePullIndexPicksPlatform(t *testing.T) {
 		t.Fatalf("picked %s, want %s (linux/%s)", e.Digest, want, s.opt.Arch)
 	}
 	testimage.PushIndex(t, host+"/foreign:1", map[string]v1.Image{"linux/" + arch: other})
-	_, err = s.Pull(context.Background(), host+"/foreign:1")
+	_, err = s.Pull(context.Background(), host+"/foreign:1", 0)
 	if err == nil || !strings.Contains(err.Error(), "no variant for linux/"+s.opt.Arch) {
 		t.Fatalf("foreign-only index: %v", err)
 	}
@@ -320,7 +322,7 @@ func TestImagePullErrors(t *testing.T) {
 		{"Not A Ref", syscall.EINVAL, "not a valid image reference"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 20e9)
-		_, err := s.Pull(ctx, tt.ref)
+		_, err := s.Pull(ctx, tt.ref, 0)
 		cancel()
 		if err == nil || errno.Of(err) != tt.errno || !strings.Contains(err.Error(), tt.says) {
 			t.Errorf("pull %s: errno %v, %v; want %v and %q", tt.ref, errno.Of(err), err, tt.errno, tt.says)
@@ -444,7 +446,7 @@ func TestImageRepullFailureKeepsCache(t *testing.T) {
 	}
 	testimage.Push(t, ref, one)
 	s := newStore(t)
-	first, err := s.Pull(context.Background(), ref)
+	first, err := s.Pull(context.Background(), ref, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,14 +465,103 @@ func TestImageRepullFailureKeepsCache(t *testing.T) {
 		digests = append(digests, d.String())
 	}
 	failLayers.Store(digests) // the manifest and config come, the layers fail
-	if _, err := s.Pull(context.Background(), ref); err == nil {
+	if _, err := s.Pull(context.Background(), ref, 0); err == nil {
 		t.Fatal("a re-pull with failing blobs succeeded")
 	}
-	got, err := s.Get(context.Background(), ref)
+	got, err := s.Get(context.Background(), ref, 0)
 	if err != nil {
 		t.Fatalf("the cached image no longer serves: %v", err)
 	}
 	if got.Status != Ready || got.Digest != first.Digest || got.Err == "" {
 		t.Fatalf("after a failed re-pull: status %s digest %s (want %s) err %q", got.Status, got.Digest, first.Digest, got.Err)
+	}
+}
+
+// A layer whose sparse file declares 1 TiB is refused (EFBIG) as soon as
+// its header is read: nothing of it is written, in memory or on disk, and
+// nothing half made stays.
+func TestImageSparseBomb(t *testing.T) {
+	needRoot(t)
+	host := testimage.Serve(t, nil)
+	base, err := testimage.Base()
+	if err != nil {
+		t.Skip(err)
+	}
+	img, err := testimage.Image(v1.Config{Cmd: []string{"true"}}, base, testimage.SparseLayer("big", 1<<40))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := host + "/bomb/app:v1"
+	testimage.Push(t, ref, img)
+	s := newStore(t)
+	s.opt.MaxBytes = 256 << 20
+	_, err = s.Pull(context.Background(), ref, 0)
+	if errno.Of(err) != syscall.EFBIG || !strings.Contains(err.Error(), "1024.0 GiB") || !strings.Contains(err.Error(), "--image-max-bytes") {
+		t.Fatalf("pull of a sparse bomb: %v (errno %v), want EFBIG naming the size and the flag", err, errno.Of(err))
+	}
+	if e, _ := s.Lookup(ref); e.Status != Failed || !strings.Contains(e.Err, "sparse") {
+		t.Errorf("entry: %+v", e)
+	}
+	nothingHalfMade(t, s)
+	// The default limit is at most half of what the disk has free.
+	s.opt.MaxBytes = 0
+	var st unix.Statfs_t
+	unix.Statfs(s.opt.Dir, &st)
+	if got, free := s.maxBytes(), int64(st.Bavail)*int64(st.Bsize); got > free/2+1<<20 || got > DefaultMaxBytes {
+		t.Errorf("default limit %d with %d free", got, free)
+	}
+}
+
+// At most MaxPulls pulls fetch at once; the others wait their turn and
+// then succeed.
+func TestImageMaxPulls(t *testing.T) {
+	needRoot(t)
+	var inFlight, most atomic.Int32
+	host := testimage.Serve(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/manifests/") && r.Method == http.MethodGet && r.Header.Get("X-Test-Push") == "" {
+				n := inFlight.Add(1)
+				for {
+					m := most.Load()
+					if n <= m || most.CompareAndSwap(m, n) {
+						break
+					}
+				}
+				defer inFlight.Add(-1)
+				time.Sleep(200 * time.Millisecond)
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	base, err := testimage.Base()
+	if err != nil {
+		t.Skip(err)
+	}
+	img, err := testimage.Image(v1.Config{Cmd: []string{"true"}}, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k < 6; k++ {
+		testimage.Push(t, fmt.Sprintf("%s/many/app:%d", host, k), img)
+	}
+	most.Store(0)
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: filepath.Join(dir, "images"), MaxPulls: 2, InstanceDir: func(n string) string { return filepath.Join(dir, "inst", n) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for k := 0; k < 6; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Pull(context.Background(), fmt.Sprintf("%s/many/app:%d", host, k), 0); err != nil {
+				t.Errorf("pull %d: %v", k, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if m := most.Load(); m > 2 || m == 0 {
+		t.Errorf("%d pulls fetched their manifests at once; at most 2 may", m)
 	}
 }

@@ -123,12 +123,13 @@ func (p *pullJob) layerError(ldg v1.Hash, err, srcErr error) error {
 	switch {
 	case p.ctx.Err() != nil:
 		return p.ctx.Err()
-	case errors.As(err, &refusal):
+	case errors.As(err, &refusal), errors.Is(err, errNoMemoryRoom):
 		return err
+	case errors.Is(err, syscall.ENOSPC):
+		// Before the network's errors: an errno is a net.Error too.
+		return fmt.Errorf("unpack layer %s of image %s: no space left: %w", short(ldg), p.key, err)
 	case isNetErr(err):
 		return p.explain(err)
-	case errors.Is(err, syscall.ENOSPC):
-		return fmt.Errorf("unpack layer %s of image %s: no space left: %w", short(ldg), p.key, err)
 	case srcErr != nil || errors.As(err, &te) || errors.Is(err, io.ErrUnexpectedEOF):
 		return corrupt(p.key, ldg, err)
 	}

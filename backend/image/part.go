@@ -42,7 +42,7 @@ func (p part) Prepare(ctx context.Context, inst string, cfg instance.Config, pla
 	s := p.s
 	start := time.Now()
 	defer func() { s.opt.Log.Debug("image part prepared", "instance", inst, "took", time.Since(start)) }()
-	e, err := s.Get(ctx, cfg.Image)
+	e, err := s.Get(ctx, cfg.Image, plan.Owner.UID)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return errno.Errorf(syscall.ETIMEDOUT, "pulling image %s took longer than a boot may wait; the pull goes on: watch images/…/progress, then start the instance again (echo start > ctl)", cfg.Image)
@@ -91,11 +91,11 @@ func (p part) Prepare(ctx context.Context, inst string, cfg instance.Config, pla
 		return err
 	}
 	rcPath := filepath.Join(dir, layout.RunConfigDisk)
-	if err := os.WriteFile(rcPath, b, 0o644); err != nil {
+	if err := os.WriteFile(rcPath, b, layout.PrivateFile); err != nil {
 		return fmt.Errorf("write run config: %w", err)
 	}
 	u, _ := json.Marshal(using{Ref: e.Ref, Digest: e.Digest})
-	os.WriteFile(filepath.Join(dir, layout.ImageInUse), u, 0o644)
+	os.WriteFile(filepath.Join(dir, layout.ImageInUse), u, layout.PrivateFile)
 	plan.Disks = append(plan.Disks,
 		engine.Disk{Path: filepath.Join(s.ImageDir(e.Digest), layout.ImageRootfs), ReadOnly: true},
 		engine.Disk{Path: rw, ReadOnly: false},
@@ -201,7 +201,7 @@ func ensureWritable(ctx context.Context, path string, mib int64) error {
 	}
 	tmp := path + ".tmp"
 	os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_EXCL, layout.PrivateFile)
 	if err != nil {
 		return fmt.Errorf("create the writable disk: %w", err)
 	}

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -30,7 +32,7 @@ import (
 
 // pull resolves r, fetches the image for the guest's platform, and
 // converts it, reporting progress in the entry of r.
-func (s *Store) pull(ctx context.Context, r name.Reference) (Entry, error) {
+func (s *Store) pull(ctx context.Context, r name.Reference, uid uint32) (Entry, error) {
 	key := r.Name()
 	var prev Entry
 	s.mu.Lock()
@@ -38,7 +40,7 @@ func (s *Store) pull(ctx context.Context, r name.Reference) (Entry, error) {
 		prev = *p
 	}
 	s.mu.Unlock()
-	e, err := s.pullImage(ctx, r)
+	e, err := s.pullImage(ctx, r, uid)
 	if err != nil {
 		s.update(key, func(e *Entry) {
 			if prev.Status == Ready && prev.Digest != "" {
@@ -76,6 +78,8 @@ type pullJob struct {
 	ctx      context.Context
 	r        name.Reference
 	key, reg string
+	keychain authn.Keychain // the credentials of who asked
+	max      int64          // the most the image may unpack to
 
 	img     v1.Image
 	digest  string
@@ -87,8 +91,8 @@ type pullJob struct {
 	fl      *flattener // the flattened tree
 }
 
-func (s *Store) pullImage(ctx context.Context, r name.Reference) (Entry, error) {
-	p := &pullJob{s: s, ctx: ctx, r: r, key: r.Name(), reg: r.Context().RegistryStr()}
+func (s *Store) pullImage(ctx context.Context, r name.Reference, uid uint32) (Entry, error) {
+	p := &pullJob{s: s, ctx: ctx, r: r, key: r.Name(), reg: r.Context().RegistryStr(), keychain: s.keychain(uid), max: s.maxBytes()}
 	if err := p.resolve(); err != nil {
 		return Entry{}, err
 	}
@@ -110,7 +114,7 @@ func (s *Store) pullImage(ctx context.Context, r name.Reference) (Entry, error) 
 func (p *pullJob) resolve() error {
 	desc, err := remote.Get(p.r,
 		remote.WithContext(p.ctx),
-		remote.WithAuthFromKeychain(p.s.opt.Keychain),
+		remote.WithAuthFromKeychain(p.keychain),
 		remote.WithPlatform(p.s.platform()),
 		remote.WithTransport(loopbackOnlyHTTP{remote.DefaultTransport}))
 	if err != nil {
@@ -204,8 +208,8 @@ func (p *pullJob) flatten(scratch *cleanup.Stack) error {
 			noRoom = err
 			continue
 		}
-		err = p.applyLayers(tree)
-		if errors.Is(err, syscall.ENOSPC) && dir != work {
+		err = p.applyLayers(tree, dir != work)
+		if (errors.Is(err, syscall.ENOSPC) || errors.Is(err, errNoMemoryRoom)) && dir != work {
 			os.RemoveAll(filepath.Dir(tree)) // give the memory back at once
 			p.s.update(p.key, func(e *Entry) { e.Done = 0 })
 			noRoom = err
@@ -233,9 +237,16 @@ func privateTree(dir string, scratch *cleanup.Stack) (string, error) {
 }
 
 // applyLayers flattens the layers, lowest first, into tree, and gives it
-// the directories the guest mounts on.
-func (p *pullJob) applyLayers(tree string) error {
+// the directories the guest mounts on. What the layers declare is bounded
+// before it is written: by the image limit (EFBIG), and in memory also
+// by half of what tmpfs has free (then the pull starts over on disk).
+func (p *pullJob) applyLayers(tree string, inMemory bool) error {
 	p.fl = newFlattener(tree)
+	p.fl.limit, p.fl.over = p.max, p.tooBig
+	if free, ok := tmpfsFree(shmDir); inMemory && ok && free/2 < p.max {
+		p.fl.limit = free / 2
+		p.fl.over = func(int64, *tar.Header) error { return errNoMemoryRoom }
+	}
 	var done int64
 	for i, l := range p.layers {
 		if err := p.applyLayer(l, p.cfgFile.RootFS.DiffIDs[i], &done); err != nil {
@@ -247,6 +258,39 @@ func (p *pullJob) applyLayers(tree string) error {
 	return nil
 }
 
+// errNoMemoryRoom: the layers declare more than tmpfs should hold; the
+// pull starts over on disk.
+var errNoMemoryRoom = errors.New("the image does not fit in memory")
+
+// tooBig refuses an image whose layers declare more than the limit.
+func (p *pullJob) tooBig(declared int64, hdr *tar.Header) error {
+	return errno.Errorf(syscall.EFBIG, "image %s is refused: its layers declare more than %s (%s is %s, sparse files counting their full size), and this hypefs takes images of at most %s (hint: use a smaller image, or start hypefs with a larger --image-max-bytes)",
+		p.key, humanBytes(p.max), hdr.Name, humanBytes(hdr.Size), humanBytes(p.max))
+}
+
+// maxBytes is the most an image may unpack to now (Options.MaxBytes).
+func (s *Store) maxBytes() int64 {
+	if s.opt.MaxBytes > 0 {
+		return s.opt.MaxBytes
+	}
+	var st unix.Statfs_t
+	if unix.Statfs(s.opt.Dir, &st) != nil {
+		return DefaultMaxBytes
+	}
+	return min(DefaultMaxBytes, int64(st.Bavail)*int64(st.Bsize)/2)
+}
+
+// humanBytes writes a size the way people read it.
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
 // convert makes the image's directory (EROFS disk, config, metadata),
 // durable before it is renamed into place: a power cut must never leave
 // a ready-looking image with an empty config.
@@ -254,7 +298,7 @@ func (p *pullJob) convert(*cleanup.Stack) error {
 	t0 := time.Now()
 	p.s.update(p.key, func(e *Entry) { e.Status, e.Done = Converting, p.total })
 	dir := filepath.Join(p.work, "image")
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	if err := os.Mkdir(dir, layout.PrivateDir); err != nil {
 		return err
 	}
 	if err := makeEROFS(p.ctx, filepath.Join(dir, layout.ImageRootfs), p.fl.root); err != nil {
@@ -266,17 +310,17 @@ func (p *pullJob) convert(*cleanup.Stack) error {
 		return err
 	}
 	m := meta{Digest: p.digest, Size: p.fl.size, Compressed: p.total, Platform: "linux/" + p.s.opt.Arch, RootfsBytes: fi.Size(), Pulled: time.Now().UTC()}
-	if err := atomicfile.WriteFile(filepath.Join(dir, layout.ImageConfig), p.rawCfg, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, layout.ImageConfig), p.rawCfg, layout.PrivateFile); err != nil {
 		return err
 	}
-	if err := atomicfile.WriteJSON(filepath.Join(dir, layout.ImageMeta), m, 0o644); err != nil {
+	if err := atomicfile.WriteJSON(filepath.Join(dir, layout.ImageMeta), m, layout.PrivateFile); err != nil {
 		return err
 	}
 	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("convert image %s: %w", p.key, err)
 	}
 	final := p.s.ImageDir(p.digest)
-	os.MkdirAll(filepath.Dir(final), 0o755)
+	os.MkdirAll(filepath.Dir(final), layout.PrivateDir)
 	err = os.Rename(dir, final)
 	if err == nil {
 		atomicfile.SyncDir(filepath.Dir(final))
@@ -315,9 +359,12 @@ func (p *pullJob) explain(err error) error {
 		return errno.Errorf(syscall.EIO, "registry %s failed to serve image %s: %v", reg, key, te)
 	}
 	var pe *plainHTTPError
+	var ce *credentialsError
 	switch {
 	case errors.As(err, &pe):
 		return errno.New(syscall.EPERM, pe.Error())
+	case errors.As(err, &ce):
+		return errno.Errorf(syscall.EACCES, "image %s cannot be pulled with your registry credentials: %s", key, ce.msg)
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 		return errno.Errorf(syscall.ETIMEDOUT, "pulling image %s from registry %s was cut short (%v); try again", key, reg, err)
 	case isNetErr(err):
@@ -387,6 +434,9 @@ func makeEROFS(ctx context.Context, out, tree string) error {
 		return err
 	}
 	defer f.Close()
+	if err := f.Chmod(layout.PrivateFile); err != nil {
+		return err
+	}
 	return f.Sync()
 }
 

@@ -73,17 +73,33 @@ type Options struct {
 	Dir  string // DATA/images (layout.Layout.ImagesDir)
 	Arch string // the guest's GOARCH; default runtime.GOARCH
 	Log  *slog.Logger
-	// Keychain gives registry credentials; default authn.DefaultKeychain
-	// (the user's docker config and its credential helpers).
+	// Keychain, when set, gives every pull's registry credentials
+	// (tests). Unset, a pull uses the docker config of the user who asked
+	// for it (auth.go).
 	Keychain authn.Keychain
+	// MaxBytes is the most an image may unpack to, in bytes: every
+	// entry of its layers, sparse files at their full size. Zero means
+	// the smaller of DefaultMaxBytes and half the free space of Dir at
+	// the time of the pull.
+	MaxBytes int64
+	// MaxPulls is how many pulls may fetch and unpack at once; more
+	// wait their turn. Zero means DefaultMaxPulls.
+	MaxPulls int
 	// InstanceDir returns an instance's persistent directory (for its
 	// writable disk).
 	InstanceDir func(inst string) string
 }
 
+// Defaults of Options.
+const (
+	DefaultMaxBytes = 20 << 30
+	DefaultMaxPulls = 4
+)
+
 // Store is the image cache.
 type Store struct {
 	opt     Options
+	slots   chan struct{} // one per pull fetching and unpacking
 	mu      sync.Mutex
 	entries map[string]*Entry  // by canonical ref
 	pulls   map[string]*flight // in flight, by canonical ref
@@ -105,12 +121,13 @@ func Open(opt Options) (*Store, error) {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
-	if opt.Keychain == nil {
-		opt.Keychain = authn.DefaultKeychain
+	if opt.MaxPulls <= 0 {
+		opt.MaxPulls = DefaultMaxPulls
 	}
-	s := &Store{opt: opt, entries: map[string]*Entry{}, pulls: map[string]*flight{}, users: map[string]string{}}
+	s := &Store{opt: opt, entries: map[string]*Entry{}, pulls: map[string]*flight{}, users: map[string]string{},
+		slots: make(chan struct{}, opt.MaxPulls)}
 	for _, d := range []string{s.tmpDir(), filepath.Join(opt.Dir, "sha256")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.MkdirAll(d, layout.PrivateDir); err != nil {
 			return nil, fmt.Errorf("image store: %w", err)
 		}
 	}
@@ -173,7 +190,7 @@ func (s *Store) saveRefsLocked() error {
 			refs[ref] = e.Digest
 		}
 	}
-	return atomicfile.WriteJSON(s.refsPath(), refs, 0o644)
+	return atomicfile.WriteJSON(s.refsPath(), refs, layout.PrivateFile)
 }
 
 // ParseRef parses a reference the way the store names it. The error is a
@@ -216,9 +233,10 @@ func (s *Store) LastError() string {
 	return s.lastErr
 }
 
-// Ctl runs one images/ctl command: "pull REF" or "rm REF".
-func (s *Store) Ctl(ctx context.Context, cmd string) error {
-	err := s.ctl(ctx, cmd)
+// Ctl runs one images/ctl command, "pull REF" or "rm REF", for the user
+// uid (a pull uses their registry credentials).
+func (s *Store) Ctl(ctx context.Context, cmd string, uid uint32) error {
+	err := s.ctl(ctx, cmd, uid)
 	s.mu.Lock()
 	if err != nil {
 		s.lastErr = err.Error()
@@ -229,7 +247,7 @@ func (s *Store) Ctl(ctx context.Context, cmd string) error {
 	return err
 }
 
-func (s *Store) ctl(ctx context.Context, cmd string) error {
+func (s *Store) ctl(ctx context.Context, cmd string, uid uint32) error {
 	f := strings.Fields(cmd)
 	if len(f) != 2 || (f[0] != "pull" && f[0] != "rm") {
 		return errno.Errorf(syscall.EINVAL, "unknown command %q: write \"pull REF\" or \"rm REF\"", strings.TrimSpace(cmd))
@@ -238,12 +256,12 @@ func (s *Store) ctl(ctx context.Context, cmd string) error {
 		return s.Remove(f[1])
 	}
 	// A pull from ctl outlives a cancelled write: others may wait for it.
-	_, err := s.Pull(context.WithoutCancel(ctx), f[1])
+	_, err := s.Pull(context.WithoutCancel(ctx), f[1], uid)
 	return err
 }
 
-// Get returns a ready image, pulling it if it is not here.
-func (s *Store) Get(ctx context.Context, ref string) (Entry, error) {
+// Get returns a ready image, pulling it (as the user uid) if it is not here.
+func (s *Store) Get(ctx context.Context, ref string, uid uint32) (Entry, error) {
 	r, err := ParseRef(ref)
 	if err != nil {
 		return Entry{}, err
@@ -257,12 +275,14 @@ func (s *Store) Get(ctx context.Context, ref string) (Entry, error) {
 		}
 	}
 	s.mu.Unlock()
-	return s.Pull(ctx, ref)
+	return s.Pull(ctx, ref, uid)
 }
 
-// Pull fetches ref (again) and converts it, unless its digest is cached.
-// Concurrent pulls of the same reference share one.
-func (s *Store) Pull(ctx context.Context, ref string) (Entry, error) {
+// Pull fetches ref (again) with the registry credentials of the user uid
+// and converts it, unless its digest is cached. Concurrent pulls of the
+// same reference share one (the image, once here, is everyone's); at most
+// MaxPulls fetch at once, the others wait their turn.
+func (s *Store) Pull(ctx context.Context, ref string, uid uint32) (Entry, error) {
 	r, err := ParseRef(ref)
 	if err != nil {
 		return Entry{}, err
@@ -284,7 +304,9 @@ func (s *Store) Pull(ctx context.Context, ref string) (Entry, error) {
 		s.mu.Unlock()
 		go func() {
 			// Not tied to the first caller: others may be waiting.
-			e, err := s.pull(context.WithoutCancel(ctx), r)
+			s.slots <- struct{}{}
+			defer func() { <-s.slots }()
+			e, err := s.pull(context.WithoutCancel(ctx), r, uid)
 			s.mu.Lock()
 			f.e, f.err = e, err
 			delete(s.pulls, key)

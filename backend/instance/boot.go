@@ -189,7 +189,7 @@ func (b *boot) prepareGuest(*cleanup.Stack) error {
 // boot fails from here on, every part is told the VM is over.
 func (b *boot) prepareParts(undo *cleanup.Stack) error {
 	undo.Push(b.i.partsEnded)
-	b.plan = &Plan{Facts: map[string]string{}}
+	b.plan = &Plan{Facts: map[string]string{}, Owner: b.i.owner}
 	for _, p := range b.m.parts {
 		if err := p.Prepare(b.ctx, b.i.name, b.cfg, b.plan); err != nil {
 			return err
@@ -208,7 +208,7 @@ func (b *boot) prepareParts(undo *cleanup.Stack) error {
 func (b *boot) makeRunDir(undo *cleanup.Stack) error {
 	b.runDir = b.m.lay.RunDir(b.i.name)
 	os.RemoveAll(b.runDir)
-	if err := os.MkdirAll(filepath.Join(b.runDir, layout.EngineDir), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(b.runDir, layout.EngineDir), layout.PrivateDir); err != nil {
 		return fmt.Errorf("create run directory: %w", err)
 	}
 	undo.Push(func() { os.RemoveAll(b.runDir) })
@@ -223,8 +223,10 @@ func (b *boot) writeShimConfig(*cleanup.Stack) error {
 			Name: i.name, RunDir: filepath.Join(dir, layout.EngineDir),
 			Kernel: b.guest.Kernel, Initramfs: b.guest.Initramfs, Cmdline: b.cmdline,
 			CPUs: b.cfg.CPUs, MemoryMiB: b.cfg.MemoryMiB(), Accel: b.accel,
-			VMMLog: i.VMMLogPath(), Disks: b.plan.Disks, NICs: b.plan.NICs,
+			VMMLog: i.VMMLogPath(), LogMax: b.m.logMax, Disks: b.plan.Disks, NICs: b.plan.NICs,
+			User: b.m.hvUser,
 		},
+		LogMax:        b.m.logMax,
 		APISocket:     filepath.Join(dir, layout.APISock),
 		ConsoleSocket: filepath.Join(dir, layout.ConsoleSock),
 		VsockSocket:   filepath.Join(dir, layout.VsockSock),
@@ -234,7 +236,7 @@ func (b *boot) writeShimConfig(*cleanup.Stack) error {
 		MachineIDPath: lay.InstanceFile(i.name, layout.MachineID),
 	}
 	b.cfgPath = filepath.Join(dir, layout.ShimConfig)
-	return atomicfile.WriteJSON(b.cfgPath, b.shim, 0o600)
+	return atomicfile.WriteJSON(b.cfgPath, b.shim, layout.PrivateFile)
 }
 
 // spawn starts the shim, unless the boot was cancelled or the instance
@@ -287,7 +289,7 @@ func (b *boot) follow(*cleanup.Stack) error {
 // its life is not tied to any context of ours) and waits for its word on
 // the ready pipe.
 func (i *Instance) spawnShim(ctx context.Context, bin, cfgPath string) error {
-	logf, err := os.OpenFile(i.m.lay.InstanceFile(i.name, layout.ShimLog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	logf, err := os.OpenFile(i.m.lay.InstanceFile(i.name, layout.ShimLog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, layout.PrivateFile)
 	if err != nil {
 		return fmt.Errorf("open shim log: %w", err)
 	}
@@ -340,18 +342,49 @@ func (i *Instance) spawnShim(ctx context.Context, bin, cfgPath string) error {
 }
 
 // killLeftover ends a hypervisor whose shim died, but only if the process
-// with that pid really is ours: its command line names our run directory.
+// with that pid really is the one of this instance: it names this run
+// directory (namesRunDir).
 func killLeftover(pid int, runDir string) {
 	if pid <= 0 || pid == os.Getpid() {
 		return
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(b), runDir) {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return
+	}
+	environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if !namesRunDir(cmdline, environ, runDir) {
 		return
 	}
 	// The hypervisor leads its own process group: end all of it.
 	syscall.Kill(-pid, syscall.SIGKILL)
 	syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// namesRunDir reports whether a process (its NUL-separated command line
+// and environment) belongs to the run directory dir: its environment
+// sets engine.RunDirEnv to dir or a path under it, or an argument, or a
+// value in one of QEMU's key=value,... options, is dir or a path under
+// it. A mere prefix does not count: RUN/i/web is not RUN/i/web2.
+func namesRunDir(cmdline, environ []byte, dir string) bool {
+	dir = filepath.Clean(dir)
+	under := func(p string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
+	for _, kv := range strings.Split(string(environ), "\x00") {
+		if v, ok := strings.CutPrefix(kv, engine.RunDirEnv+"="); ok && under(v) {
+			return true
+		}
+	}
+	for _, arg := range strings.Split(string(cmdline), "\x00") {
+		if under(arg) {
+			return true
+		}
+		for _, o := range strings.Split(arg, ",") {
+			if _, v, ok := strings.Cut(o, "="); ok && under(v) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // reattach finds the shim of an instance that was live when the daemon

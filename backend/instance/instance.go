@@ -42,9 +42,20 @@ func live(state string) bool {
 	return false
 }
 
+// Owner is the local user an instance belongs to: whoever made it (the
+// caller of mkdir, or the 9P attach user). Only the owner and root may
+// configure, control, type into, read the console of, or remove it
+// (docs/security.md); the tree shows the instance's files as the owner's.
+// An instance recorded before owners were kept belongs to root.
+type Owner struct {
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
+}
+
 // record is what state.json holds.
 type record struct {
 	Name    string    `json:"name"`
+	Owner   Owner     `json:"owner"`
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"`
 	State   string    `json:"state"`
@@ -65,8 +76,9 @@ type record struct {
 
 // Instance is one VM as the daemon knows it.
 type Instance struct {
-	m    *Manager
-	name string
+	m     *Manager
+	name  string
+	owner Owner // = rec.Owner, read without the lock
 
 	saveMu  sync.Mutex // orders state file writes; taken before mu
 	written uint64     // version on disk (under saveMu)
@@ -81,6 +93,9 @@ type Instance struct {
 
 // Name is the instance's name.
 func (i *Instance) Name() string { return i.name }
+
+// Owner is who the instance belongs to; it never changes.
+func (i *Instance) Owner() Owner { return i.owner }
 
 // State is the instance's state word.
 func (i *Instance) State() string {
@@ -308,7 +323,9 @@ func (i *Instance) saveLocked() {
 
 // saveNow writes the newest state if it is not on disk yet. Writes are
 // ordered by the save lock and never replace a newer state with an older.
-func (i *Instance) saveNow() {
+// A failure is logged and returned (the saver retries with the next
+// change; callers that answer a write make the write fail).
+func (i *Instance) saveNow() error {
 	i.saveMu.Lock()
 	defer i.saveMu.Unlock()
 	i.mu.Lock()
@@ -316,13 +333,24 @@ func (i *Instance) saveNow() {
 	r.Facts = maps.Clone(r.Facts) // written under mu (a guest's address), read below without it
 	i.mu.Unlock()
 	if gone || v <= i.written {
-		return
+		return nil
 	}
-	if err := atomicfile.WriteJSON(i.m.lay.InstanceFile(i.name, layout.StateFile), r, 0o644); err != nil {
+	if err := atomicfile.WriteJSON(i.m.lay.InstanceFile(i.name, layout.StateFile), r, layout.PrivateFile); err != nil {
 		i.m.log.Error("save instance state", "instance", i.name, "err", err)
-		return
+		return err
 	}
 	i.written = v
+	return nil
+}
+
+// saveRefusal words a state file that could not be written, for the write
+// that needed it: ENOSPC when the data directory's disk is full, EIO
+// otherwise.
+func (i *Instance) saveRefusal(err error) *errno.Error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return errno.Errorf(syscall.ENOSPC, "the instance's state could not be saved because the disk of %s is full; nothing was changed (hint: free space there, then write again)", i.m.lay.Data)
+	}
+	return errno.Errorf(syscall.EIO, "the instance's state could not be saved (%v); nothing was changed", err)
 }
 
 // SetConfig validates and stores a config write. A valid config written
@@ -341,6 +369,11 @@ func (i *Instance) SetConfig(raw []byte) error {
 		}
 		return err
 	}
+	if c.Image != "" { // only an image's instance has a writable disk
+		if refusal := i.m.limits.checkDisk(c.Disk); refusal != nil {
+			return i.fail("config", refusal)
+		}
+	}
 	i.mu.Lock()
 	st, booting, gone := i.rec.State, i.boot != nil, i.deleted
 	if gone {
@@ -351,6 +384,7 @@ func (i *Instance) SetConfig(raw []byte) error {
 		i.mu.Unlock()
 		return i.fail("config", errno.Errorf(syscall.EBUSY, "config cannot change while the instance is %s (hint: echo kill > ctl, or shutdown, first)", st))
 	}
+	before := i.rec
 	i.rec.Config = &c
 	i.rec.ConfigTime = time.Now().UTC()
 	i.setErrorLocked("config", "")
@@ -360,7 +394,15 @@ func (i *Instance) SetConfig(raw []byte) error {
 	}
 	i.saveLocked()
 	i.mu.Unlock()
-	i.saveNow() // the config is on disk before the write returns
+	// The config is on disk before the write returns; if it cannot be,
+	// the write fails and the instance stays as it was.
+	if err := i.saveNow(); err != nil {
+		i.mu.Lock()
+		i.rec = before
+		i.saveLocked()
+		i.mu.Unlock()
+		return i.fail("config", i.saveRefusal(err))
+	}
 	if st == New {
 		i.m.changed(i.name, Created, "config accepted")
 	}

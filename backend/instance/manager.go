@@ -20,7 +20,9 @@ import (
 	"hypefs/backend/layout"
 	"hypefs/internal/atomicfile"
 	"hypefs/internal/errno"
+	"hypefs/internal/logcap"
 	"hypefs/shim/client"
+	"hypefs/shim/engine"
 )
 
 // Event is a change the manager announces.
@@ -52,6 +54,14 @@ type Options struct {
 	Parts []Part
 	// Network is what "network" means in configs.
 	Network NetworkPolicy
+	// Limits bound what configs may ask for.
+	Limits Limits
+	// HypervisorUser, when set, is who hypervisor processes run as
+	// (an unprivileged user; --qemu-user).
+	HypervisorUser *engine.User
+	// LogMax caps each log of an instance (console.log, vmm.log,
+	// shim.log) in bytes; 0 means logcap.Default.
+	LogMax int64
 }
 
 // Manager owns every instance.
@@ -68,6 +78,9 @@ type Manager struct {
 	onEvent         func(Event)
 	parts           []Part
 	network         NetworkPolicy
+	limits          limits
+	hvUser          *engine.User
+	logMax          int64
 
 	ctx    context.Context // ends the followers on Close; VMs keep running
 	cancel context.CancelFunc
@@ -127,23 +140,29 @@ func Open(opts Options) (*Manager, error) {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
+	if opts.LogMax <= 0 {
+		opts.LogMax = logcap.Default
+	}
 	if !opts.Layout.SocketsFit() {
 		return nil, fmt.Errorf("run directory %s is too long for Unix socket paths (%d bytes at most); choose a shorter --run", opts.Layout.Run, layout.SunPathMax())
 	}
-	for _, d := range []string{opts.Layout.InstancesDir(), opts.Layout.Run} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("create %s: %w", d, err)
-		}
+	if err := opts.Layout.MakeRoots(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.Layout.InstancesDir(), layout.PrivateDir); err != nil {
+		return nil, fmt.Errorf("create %s: %w", opts.Layout.InstancesDir(), err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		lay: opts.Layout, binDir: opts.BinDir, busybox: opts.Busybox, log: opts.Log,
 		shutdownTimeout: opts.ShutdownTimeout, onEvent: opts.OnEvent, parts: opts.Parts, network: opts.Network,
+		limits: limits{Limits: opts.Limits, data: opts.Layout.Data}, hvUser: opts.HypervisorUser, logMax: opts.LogMax,
 		ctx: ctx, cancel: cancel, instances: map[string]*Instance{}, creating: map[string]bool{},
 		dirty: map[*Instance]bool{}, saveReq: make(chan struct{}, 1),
 	}
 	m.saverWG.Add(1)
 	go m.saver()
+	m.moveLegacyI()
 	if err := m.load(); err != nil {
 		m.Close()
 		return nil, err
@@ -210,7 +229,7 @@ func (m *Manager) Names() []string {
 // state file are on disk when it returns; the name is reserved meanwhile
 // (a second Create of it fails with EEXIST), without holding up the
 // manager's other callers during the fsyncs.
-func (m *Manager) Create(name string) (*Instance, error) {
+func (m *Manager) Create(name string, owner Owner) (*Instance, error) {
 	if !layout.ValidName(name) {
 		return nil, errno.Errorf(syscall.EINVAL, "instance name %q is not allowed: use 1-63 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit", name)
 	}
@@ -221,7 +240,7 @@ func (m *Manager) Create(name string) (*Instance, error) {
 	}
 	m.creating[name] = true
 	m.mu.Unlock()
-	i, err := m.createOnDisk(name)
+	i, err := m.createOnDisk(name, owner)
 	m.mu.Lock()
 	delete(m.creating, name)
 	if err == nil {
@@ -235,23 +254,31 @@ func (m *Manager) Create(name string) (*Instance, error) {
 	return i, nil
 }
 
-// createOnDisk makes a new instance's directory and state file, durably.
-func (m *Manager) createOnDisk(name string) (*Instance, error) {
+// createOnDisk makes a new instance's directory and state file, durably;
+// when they cannot be written (a full disk), nothing is left behind.
+func (m *Manager) createOnDisk(name string, owner Owner) (*Instance, error) {
 	dir := m.lay.InstanceDir(name)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	if err := os.Mkdir(dir, layout.PrivateDir); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			// Left over by a crash between rename and removal? Refuse
 			// rather than adopt files we did not record.
 			return nil, errno.Errorf(syscall.EEXIST, "instance directory %s exists on disk but is not loaded", dir)
 		}
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			return nil, errno.Errorf(syscall.ENOSPC, "instance %q cannot be made: the disk of %s is full (hint: free space there)", name, m.lay.Data)
+		}
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
 	now := time.Now().UTC()
-	i := &Instance{m: m, name: name, rec: record{Name: name, Created: now, State: New}}
+	i := &Instance{m: m, name: name, owner: owner, rec: record{Name: name, Owner: owner, Created: now, State: New}}
 	i.mu.Lock()
 	i.saveLocked()
 	i.mu.Unlock()
-	i.saveNow()
+	if err := i.saveNow(); err != nil {
+		os.RemoveAll(dir)
+		r := i.saveRefusal(err)
+		return nil, errno.Errorf(r.Errno, "instance %q cannot be made: %s", name, r.Msg)
+	}
 	atomicfile.SyncDir(m.lay.InstancesDir())
 	return i, nil
 }
@@ -331,8 +358,10 @@ func (m *Manager) load() error {
 				Error: fmt.Sprintf("the instance's state file could not be read (%v); remove the instance with rmdir", err), ErrorCause: "load"}
 		}
 		i.rec.Name = name
+		i.owner = i.rec.Owner
 		m.instances[name] = i
 		if live(i.rec.State) {
+			m.moveLegacyRunDir(name)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -342,6 +371,49 @@ func (m *Manager) load() error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// moveLegacyRunDir moves the run directory of a VM started by an earlier
+// hypefs, which kept it at RUN/NAME, to where it is now (RUN/i/NAME), so
+// that the VM is found again. Its sockets keep working: a Unix socket is
+// reached through whatever path leads to it. An instance called "i" had
+// the namespace's own path: moveLegacyI moves it first.
+func (m *Manager) moveLegacyRunDir(name string) {
+	old, now := filepath.Join(m.lay.Run, name), m.lay.RunDir(name)
+	if name == layout.RunByName || filepath.Dir(now) != filepath.Join(m.lay.Run, layout.RunByName) {
+		return // "i": moveLegacyI; hashed: RUN/h/HASH then as now
+	}
+	if _, err := os.Stat(filepath.Join(old, layout.ShimRecord)); err != nil {
+		return
+	}
+	if _, err := os.Stat(now); err == nil {
+		return
+	}
+	os.MkdirAll(filepath.Dir(now), layout.PrivateDir)
+	if err := os.Rename(old, now); err != nil {
+		m.log.Warn("move run directory of an earlier hypefs", "instance", name, "err", err)
+	}
+}
+
+// moveLegacyI moves the run directory of an instance called "i" that an
+// earlier hypefs started (RUN/i, a shim's record in it) to RUN/i/i, before
+// RUN/i becomes the namespace of every instance's run directory.
+func (m *Manager) moveLegacyI() {
+	old := filepath.Join(m.lay.Run, layout.RunByName)
+	if _, err := os.Stat(filepath.Join(old, layout.ShimRecord)); err != nil {
+		return
+	}
+	aside := filepath.Join(m.lay.Run, ".legacy-"+layout.RunByName)
+	if os.Rename(old, aside) != nil {
+		return
+	}
+	if err := os.Mkdir(old, layout.PrivateDir); err == nil {
+		err = os.Rename(aside, filepath.Join(old, layout.RunByName))
+		if err == nil {
+			return
+		}
+	}
+	m.log.Warn("move run directory of an earlier hypefs", "instance", layout.RunByName)
 }
 
 func isGone(err error) bool {

@@ -25,7 +25,7 @@ func TestCreateRace(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[k] = m.Create("vm")
+			_, errs[k] = m.Create("vm", Owner{})
 		}()
 	}
 	wg.Wait()

@@ -15,6 +15,10 @@ type Plan struct {
 	// Facts are shown in the instance's info (keys such as "ip", "mac",
 	// "tap", "image", "digest") and kept until the next boot.
 	Facts map[string]string
+	// Owner is who the instance belongs to (set by the manager): parts
+	// act on their behalf, e.g. the image part pulls with the owner's
+	// registry credentials.
+	Owner Owner
 }
 
 // Part is a piece of the backend that takes part in an instance's life:

@@ -154,8 +154,13 @@ func (i *Instance) apply(r *run, ev api.Event) {
 		if i.rec.State != ev.State {
 			i.rec.State = ev.State
 			i.rec.Changed = time.Now().UTC()
-			i.saveLocked()
 			changed = true
+		}
+		if ev.Error != "" {
+			i.rec.Error = ev.Error
+		}
+		if changed || ev.Error != "" {
+			i.saveLocked()
 		}
 	}
 	i.mu.Unlock()

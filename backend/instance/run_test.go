@@ -19,7 +19,7 @@ func TestApplyOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	i, err := m.Create("vm")
+	i, err := m.Create("vm", Owner{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestGuestAddressInInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	i, err := m.Create("vm")
+	i, err := m.Create("vm", Owner{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,8 @@
 //	DATA/images/                   the OCI image store (backend/image)
 //	    refs.json, tmp/, sha256/HEX/{rootfs.erofs,config.json,image.json}
 //	DATA/network/leases.json       guest addresses (backend/network)
-//	RUN/NAME/ (or RUN/h/HASH/)     gone after a reboot
+//	DATA/lock                      held (flock) by the one daemon that uses DATA
+//	RUN/i/NAME/ (or RUN/h/HASH/)   gone after a reboot
 //	    shim.json                  the shim's record: pids, boot id, start time
 //	    shim-config.json           what the daemon asked the shim to run
 //	    api.sock                   the shim's HTTP API
@@ -31,6 +32,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -47,6 +49,24 @@ const (
 	ExitFile   = "exit.json"
 	MachineID  = "machine-id"
 )
+
+// Who may read what hypefs keeps on disk: nobody but its owner (root).
+// Every directory under the data and run roots, the roots included, is
+// PrivateDir and every file PrivateFile (sockets too): state files, run
+// configs and console logs hold environments, keys and output that other
+// local users must not read except through the mount, whose own modes
+// say who may. The guest kernel cache is the exception: it holds nothing
+// secret, and the hypervisor, which runs as an unprivileged user, reads
+// its kernel and initramfs (mode 0644; backend/guest).
+const (
+	PrivateDir  os.FileMode = 0o700
+	PrivateFile os.FileMode = 0o600
+)
+
+// DataLock is the file under the data root that the daemon using it
+// holds locked (flock), with its pid inside: a second daemon on the same
+// data directory refuses to start.
+const DataLock = "lock"
 
 // Files of an instance's run directory.
 const (
@@ -162,16 +182,43 @@ func IsTrash(entry string) bool {
 	return strings.HasPrefix(entry, ".") && strings.Contains(entry, trashMark)
 }
 
-// RunDir is an instance's runtime directory. Socket paths must fit
-// sun_path: when RUN/NAME/LongestSock would not, the directory is named
-// by a hash of the name instead (never a truncated name).
+// The run root's own namespaces: instances' run directories live under
+// RunByName (RUN/i/NAME) or, when that path would not leave room for
+// their sockets, under RunByHash (RUN/h/HASH); so no instance name can
+// clash with what the daemon keeps in the run root itself (a 9P socket,
+// say) or with the other namespace.
+const (
+	RunByName = "i"
+	RunByHash = "h"
+)
+
+// MakeRoots makes the data and run roots, or makes existing ones
+// private (PrivateDir): what hypefs keeps there is root's alone.
+func (l Layout) MakeRoots() error {
+	for _, d := range []string{l.Data, l.Run} {
+		if err := os.MkdirAll(d, PrivateDir); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+		if err := os.Chmod(d, PrivateDir); err != nil {
+			return fmt.Errorf("make %s private: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// Lock is the data directory's lock file (DataLock).
+func (l Layout) Lock() string { return filepath.Join(l.Data, DataLock) }
+
+// RunDir is an instance's runtime directory, RUN/i/NAME. Socket paths
+// must fit sun_path: when RUN/i/NAME/LongestSock would not, the directory
+// is RUN/h/ and a hash of the name (never a truncated name).
 func (l Layout) RunDir(name string) string {
-	d := filepath.Join(l.Run, name)
+	d := filepath.Join(l.Run, RunByName, name)
 	if len(filepath.Join(d, LongestSock)) < SunPathMax() {
 		return d
 	}
 	sum := sha256.Sum256([]byte(name))
-	return filepath.Join(l.Run, "h", hex.EncodeToString(sum[:])[:24])
+	return filepath.Join(l.Run, RunByHash, hex.EncodeToString(sum[:])[:24])
 }
 
 // RunFile is a file in an instance's runtime directory.
@@ -180,5 +227,5 @@ func (l Layout) RunFile(name, file string) string { return filepath.Join(l.RunDi
 // SocketsFit reports whether the run root leaves room for socket paths at
 // all, even hashed; a run root longer than that cannot work.
 func (l Layout) SocketsFit() bool {
-	return len(filepath.Join(l.Run, "h", "123456789012345678901234", LongestSock)) < SunPathMax()
+	return len(filepath.Join(l.Run, RunByHash, "123456789012345678901234", LongestSock)) < SunPathMax()
 }

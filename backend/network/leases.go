@@ -66,10 +66,10 @@ func (l *leases) usable(a netip.Addr) bool {
 }
 
 func (l *leases) save() error {
-	if err := os.MkdirAll(filepath.Dir(l.path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(l.path), layout.PrivateDir); err != nil {
 		return fmt.Errorf("create network directory: %w", err)
 	}
-	return atomicfile.WriteJSON(l.path, l, 0o644)
+	return atomicfile.WriteJSON(l.path, l, layout.PrivateFile)
 }
 
 // get returns inst's address, leasing a new one (and saving) if it has none.

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"hypefs/internal/logcap"
 	"hypefs/shim"
 	"hypefs/shim/api"
 )
@@ -43,6 +44,12 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	// What the shim makes (records, logs, sockets, saved states) is
+	// root's alone; modes given explicitly are never looser than this.
+	syscall.Umask(0o077)
+	// Its own log (stderr, shim.log) is capped like the others; a panic's
+	// trace still reaches the file directly.
+	log = slog.New(slog.NewJSONHandler(logcap.Wrap(os.Stderr, "/proc/self/fd/2", cfg.LogMax), nil))
 	prepareProcess()
 	// The daemon's terminal signals are not ours; SIGTERM ends the VM.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)

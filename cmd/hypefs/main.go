@@ -54,8 +54,10 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   hypefs mount [--data DIR] [--run DIR] [--kernels DIR] [--bin DIR] [--9p ADDR [--9p-allow-remote]]
-               [--network auto|on|off] [--bridge NAME] [--subnet CIDR] MOUNTPOINT
-  hypefs serve --9p ADDR [--9p-allow-remote] [--data DIR] [--run DIR] [--kernels DIR] [--bin DIR]
+               [--network auto|on|off] [--bridge NAME] [--subnet CIDR] [--group NAME] [--qemu-user USER]
+               [--image-max-bytes SIZE] [--max-pulls N] [--max-disk SIZE] [--log-max SIZE]
+               [--follow-memory SIZE] MOUNTPOINT
+  hypefs serve --9p ADDR [--9p-allow-remote] [--data DIR] [--run DIR] [--kernels DIR] [--bin DIR] [...]
   hypefs kernel fetch [--kernels DIR] [--arch amd64|arm64] [--deb FILE]
   hypefs kubelet --mount DIR [--kubeconfig FILE] [--node-name NAME] [...]   (see docs/kubernetes.md)
   hypefs version`)
@@ -94,6 +96,7 @@ func mount(args []string, serveOnly bool) {
 	debug := fl.Bool("debug", false, "log every FUSE request")
 	netf := addNetworkFlags(fl)
 	nine := ninePFlags(fl)
+	limf := addLimitFlags(fl)
 	fl.Parse(args)
 	if !serveOnly && fl.NArg() != 1 || serveOnly && (fl.NArg() != 0 || nine.addr == "") {
 		usage()
@@ -107,6 +110,18 @@ func mount(args []string, serveOnly bool) {
 	signal.Ignore(syscall.SIGPIPE)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	lim, err := limf.parse()
+	if err != nil {
+		fatal(err)
+	}
+	hvUser, err := limf.hypervisorUser(log)
+	if err != nil {
+		fatal(err)
+	}
+	if err := lockData(*lay); err != nil {
+		fatal(err)
+	}
+	hfs.SetFollowMemory(int(lim.followMem))
 
 	if !serveOnly {
 		// Before anything starts: dead mounts of a crash go, and a live
@@ -126,16 +141,21 @@ func mount(args []string, serveOnly bool) {
 	if err != nil {
 		fatal(err)
 	}
-	images, err := image.Open(image.Options{Dir: lay.ImagesDir(), Log: log, InstanceDir: lay.InstanceDir})
+	images, err := image.Open(image.Options{Dir: lay.ImagesDir(), Log: log, InstanceDir: lay.InstanceDir,
+		MaxBytes: lim.imageMax, MaxPulls: limf.maxPulls})
 	if err != nil {
 		fatal(err)
 	}
 	m, err := instance.Open(instance.Options{Layout: *lay, BinDir: *bin, Log: log, OnEvent: onEvent,
-		Parts: []instance.Part{images.Part(), netPart}, Network: netPolicy})
+		Parts: []instance.Part{images.Part(), netPart}, Network: netPolicy,
+		Limits: instance.Limits{MaxDiskMiB: lim.maxDiskMiB}, HypervisorUser: hvUser, LogMax: lim.logMax})
 	if err != nil {
 		fatal(err)
 	}
 	tree = hfs.New(m, Version)
+	if gid, ok := limf.groupID(log); ok {
+		tree.ShareWith(gid)
+	}
 	tree.AddHostFacts(netPart.HostFacts)
 	tree.AddRoot("images", hfs.NewImagesDir(images))
 	treeRef.Store(tree)

@@ -104,7 +104,7 @@ func (x *node) OpendirHandle(ctx context.Context, _ uint32) (gofs.FileHandle, ui
 
 func (h *dirHandle) load(ctx context.Context) {
 	h.once.Do(func() {
-		es, err := hfs.Entries(ctx, h.x.n)
+		es, err := hfs.Entries(as(ctx), h.x.n)
 		if err != nil {
 			h.errno = hfs.Errno(err)
 			return

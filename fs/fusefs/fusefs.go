@@ -96,7 +96,7 @@ func (x *node) child(ctx context.Context, name string, c hfs.Node) *gofs.Inode {
 func fill(ctx context.Context, n hfs.Node, h hfs.Handle, a *fuse.Attr) {
 	at := hfs.Stat(ctx, n, h)
 	a.Ino = n.ID()
-	a.Mode = stable(n).Mode | uint32(at.Mode.Perm())
+	a.Mode = stable(n).Mode | modeBits(at.Mode)
 	a.Nlink, a.Size, a.Blocks = at.Nlink, at.Size, at.Blocks
 	a.Owner = fuse.Owner{Uid: at.UID, Gid: at.GID}
 	a.SetTimes(&at.Mtime, &at.Mtime, &at.Mtime)
@@ -113,7 +113,35 @@ func treeHandle(fh gofs.FileHandle) hfs.Handle {
 	return nil
 }
 
+// modeBits are the permission bits of m in stat's encoding, sticky,
+// setuid and setgid included (the kernel enforces instances/' sticky bit).
+func modeBits(m os.FileMode) uint32 {
+	b := uint32(m.Perm())
+	if m&os.ModeSticky != 0 {
+		b |= syscall.S_ISVTX
+	}
+	if m&os.ModeSetuid != 0 {
+		b |= syscall.S_ISUID
+	}
+	if m&os.ModeSetgid != 0 {
+		b |= syscall.S_ISGID
+	}
+	return b
+}
+
+// as is ctx carrying the FUSE caller for the tree (fs.WithCaller): who
+// makes an instance, who sees info's sockets, whose credentials a pull
+// uses. The kernel has already checked the caller's permissions
+// (default_permissions).
+func as(ctx context.Context) context.Context {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return hfs.WithCaller(ctx, hfs.Caller{UID: c.Uid, GID: c.Gid})
+	}
+	return ctx
+}
+
 func (x *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = as(ctx)
 	if a := x.st.announced(x.childPath(name)); a != announceNone && self(ctx) {
 		if a == announceCreate { // so that the waker's mkdir reaches Mkdir
 			return nil, syscall.ENOENT
@@ -137,11 +165,12 @@ func (x *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 type goneDir struct{ id uint64 }
 
 func (g *goneDir) ID() uint64                                       { return g.id }
-func (g *goneDir) Mode() os.FileMode                                { return os.ModeDir | 0o755 }
+func (g *goneDir) Mode() os.FileMode                                { return os.ModeDir | 0o700 }
 func (g *goneDir) Lookup(context.Context, string) (hfs.Node, error) { return nil, syscall.ENOENT }
 func (g *goneDir) Entries(context.Context) ([]hfs.Entry, error)     { return nil, nil }
 
 func (x *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	ctx = as(ctx)
 	es, err := hfs.Entries(ctx, x.n)
 	if err != nil {
 		return nil, hfs.Errno(err)
@@ -154,6 +183,7 @@ func (x *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 }
 
 func (x *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx = as(ctx)
 	fill(ctx, x.n, treeHandle(fh), &out.Attr)
 	if x.n.Mode().IsDir() {
 		out.SetTimeout(cacheTimeout)
@@ -163,6 +193,7 @@ func (x *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 
 // Setattr hands the change to the tree's rules (fs.Setattr).
 func (x *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx = as(ctx)
 	var a hfs.SetAttr
 	if m, ok := in.GetMode(); ok {
 		mode := os.FileMode(m & 0o7777)
@@ -195,6 +226,7 @@ func (x *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 func (x *node) Fsync(context.Context, gofs.FileHandle, uint32) syscall.Errno { return 0 }
 
 func (x *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	ctx = as(ctx)
 	h, err := hfs.Open(ctx, x.n, int(flags))
 	if err != nil {
 		return nil, 0, hfs.Errno(err)
@@ -213,6 +245,7 @@ func (x *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 }
 
 func (x *node) Mkdir(ctx context.Context, name string, _ uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = as(ctx)
 	var c hfs.Node
 	var err error
 	path := x.childPath(name)
@@ -234,6 +267,7 @@ func (x *node) Mkdir(ctx context.Context, name string, _ uint32, out *fuse.Entry
 }
 
 func (x *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	ctx = as(ctx)
 	if self(ctx) {
 		// The daemon announcing an instance removed elsewhere (Waker).
 		if _, err := hfs.Lookup(ctx, x.n, name); err == nil {
@@ -253,12 +287,14 @@ func (x *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 // Unlink hands the tree whether the caller holds this directory open
 // (rm -r, find -delete emptying it before they remove it).
 func (x *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	ctx = as(ctx)
 	return hfs.Errno(hfs.Unlink(ctx, x.n, name, x.dirs.holds(ctx, x.n.ID())))
 }
 
 // Create goes to the tree's rule (fs.Create): refused, with a sentence in
 // an instance's error file.
 func (x *node) Create(ctx context.Context, name string, _, _ uint32, _ *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	ctx = as(ctx)
 	return nil, nil, 0, hfs.Errno(hfs.Create(ctx, x.n, name))
 }
 
@@ -297,6 +333,7 @@ var (
 )
 
 func (f *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	ctx = as(ctx)
 	n, err := f.h.Read(ctx, dest, off)
 	if err != nil {
 		return nil, hfs.Errno(err)
@@ -305,6 +342,7 @@ func (f *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 }
 
 func (f *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	ctx = as(ctx)
 	n, err := f.h.Write(ctx, data, off)
 	if err != nil {
 		return 0, hfs.Errno(err)
@@ -312,7 +350,7 @@ func (f *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	return uint32(n), 0
 }
 
-func (f *handle) Flush(ctx context.Context) syscall.Errno { return hfs.Errno(f.h.Flush(ctx)) }
+func (f *handle) Flush(ctx context.Context) syscall.Errno { return hfs.Errno(f.h.Flush(as(ctx))) }
 func (f *handle) Release(context.Context) syscall.Errno {
 	f.h.Release()
 	return 0

@@ -42,9 +42,13 @@ func Mount(mountpoint string, tree *hfs.Tree, debug bool) (*Server, error) {
 		NegativeTimeout: &zero,
 		RootStableAttr:  &gofs.StableAttr{Ino: 1},
 		MountOptions: fuse.MountOptions{
-			FsName:        "hypefs",
-			Name:          "hypefs",
+			FsName: "hypefs",
+			Name:   "hypefs",
+			// Every local user may reach the mount, and the kernel checks
+			// each access against the owners and modes the tree reports
+			// (default_permissions): see docs/security.md.
 			AllowOther:    os.Geteuid() == 0,
+			Options:       []string{"default_permissions"},
 			Debug:         debug,
 			MaxReadAhead:  1 << 20,
 			MaxWrite:      1 << 20,

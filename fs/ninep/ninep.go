@@ -63,10 +63,11 @@ func qidOf(n hfs.Node) p9.QID {
 	return p9.QID{Type: p9.TypeRegular, Path: n.ID()}
 }
 
-// file is one fid: a node and, once opened, its handle.
+// file is one fid: a node, who walked to it, and, once opened, its handle.
 type file struct {
-	s *Server
-	n hfs.Node
+	s   *Server
+	n   hfs.Node
+	who hfs.Caller // the attach user: every fid walked from its attach acts as them
 
 	h         hfs.Handle // set by Open
 	nonblock  bool       // opened with O_NONBLOCK
@@ -77,15 +78,30 @@ type file struct {
 
 var _ p9.File = (*file)(nil)
 
-func (f *file) ctx() context.Context { return f.s.ctx }
+// ctx is what tree calls get: the server's context, carrying the caller.
+func (f *file) ctx() context.Context { return hfs.WithCaller(f.s.ctx, f.who) }
+
+// may refuses (EACCES) what the tree's owners and modes do not let the
+// caller do to n (fs.Permitted): the check the kernel makes over FUSE.
+func (f *file) may(n hfs.Node, want uint32) error {
+	if !hfs.Permitted(f.who, n, want) {
+		return linux.EACCES
+	}
+	return nil
+}
 
 func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
 	if len(names) == 0 {
-		return nil, &file{s: f.s, n: f.n}, nil
+		return nil, &file{s: f.s, n: f.n, who: f.who}, nil
 	}
 	n := f.n
 	qids := make([]p9.QID, 0, len(names))
 	for _, name := range names {
+		if n.Mode().IsDir() {
+			if err := f.may(n, hfs.MayExec); err != nil {
+				return nil, nil, err
+			}
+		}
 		c, err := hfs.Lookup(f.ctx(), n, name)
 		if err != nil {
 			return nil, nil, errno(err)
@@ -93,7 +109,7 @@ func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
 		n = c
 		qids = append(qids, qidOf(n))
 	}
-	return qids, &file{s: f.s, n: n}, nil
+	return qids, &file{s: f.s, n: n, who: f.who}, nil
 }
 
 func (f *file) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.Attr, error) {
@@ -115,8 +131,12 @@ var attrMask = p9.AttrMask{Mode: true, NLink: true, UID: true, GID: true, RDev: 
 
 func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
 	at := hfs.Stat(f.ctx(), f.n, f.h)
+	mode := p9.ModeFromOS(at.Mode)
+	if at.Mode&os.ModeSticky != 0 {
+		mode |= p9.Sticky
+	}
 	a := p9.Attr{
-		Mode:      p9.ModeFromOS(at.Mode),
+		Mode:      mode,
 		UID:       p9.UID(at.UID),
 		GID:       p9.GID(at.GID),
 		NLink:     p9.NLink(at.Nlink),
@@ -134,6 +154,15 @@ func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
 // SetAttr hands the change to the tree's rules (fs.Setattr). The shell's
 // `>` arrives as open, then setattr size=0.
 func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
+	owner := f.who.Root() || f.who.UID == hfs.AccessOf(f.n).UID
+	if (valid.Permissions || valid.UID || valid.GID) && !owner {
+		return linux.EPERM // as the kernel: only the owner may chmod or chown
+	}
+	if valid.Size || valid.ATime || valid.MTime {
+		if err := f.may(f.n, hfs.MayWrite); err != nil && !owner {
+			return err
+		}
+	}
 	a := hfs.SetAttr{Times: valid.ATime || valid.MTime}
 	if valid.Permissions {
 		mode := os.FileMode(attr.Permissions & 0o7777)
@@ -177,9 +206,16 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 		if mode.Mode() != p9.ReadOnly {
 			return p9.QID{}, 0, linux.EISDIR
 		}
+		if err := f.may(f.n, hfs.MayRead); err != nil {
+			return p9.QID{}, 0, err
+		}
 		f.dirOpened = true
 		f.s.openDir(f.n.ID(), 1)
 		return qidOf(f.n), 0, nil
+	}
+	want := map[p9.OpenFlags]uint32{p9.ReadOnly: hfs.MayRead, p9.WriteOnly: hfs.MayWrite, p9.ReadWrite: hfs.MayRead | hfs.MayWrite}[mode.Mode()]
+	if err := f.may(f.n, want); err != nil {
+		return p9.QID{}, 0, err
 	}
 	// Only the access mode and O_NONBLOCK mean anything to the tree; the
 	// other Linux flags (O_TRUNC arrives as a setattr) are not passed on.
@@ -286,6 +322,9 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 }
 
 func (f *file) Mkdir(name string, _ p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID, error) {
+	if err := f.mayChange(); err != nil {
+		return p9.QID{}, err
+	}
 	c, err := hfs.Mkdir(f.ctx(), f.n, name)
 	if err != nil {
 		return p9.QID{}, errno(err)
@@ -298,28 +337,59 @@ func (f *file) Mkdir(name string, _ p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID, er
 // who asks: the directory counts as being emptied while any fid has it
 // open (Linux opens it to read it, as rm -r does).
 func (f *file) UnlinkAt(name string, flags uint32) error {
+	if err := f.mayChange(); err != nil {
+		return err
+	}
+	c, err := hfs.Lookup(f.ctx(), f.n, name)
+	if err != nil {
+		return errno(err)
+	}
+	if err := hfs.MayRemove(f.who, f.n, c); err != nil {
+		return errno(err)
+	}
 	if flags&atRemoveDir == 0 {
 		return errno(hfs.Unlink(f.ctx(), f.n, name, f.s.dirOpen(f.n.ID())))
 	}
 	return errno(hfs.Rmdir(f.ctx(), f.n, name))
 }
 
-// The tree's refusals (fs.ErrNoChange, fs.ErrNoXattr).
+// mayChange refuses (EACCES) a change of the directory's entries to a
+// caller without write and search permission on it, as the kernel
+// does before it asks a filesystem.
+func (f *file) mayChange() error {
+	if !f.n.Mode().IsDir() {
+		return linux.ENOTDIR
+	}
+	return f.may(f.n, hfs.MayWrite|hfs.MayExec)
+}
+
+// The tree's refusals (fs.ErrNoChange, fs.ErrNoXattr), once the caller
+// may change the directory at all.
 var noChange, noXattr = errno(hfs.ErrNoChange), errno(hfs.ErrNoXattr)
 
-func (f *file) RenameAt(string, p9.File, string) error { return noChange }
+func (f *file) refuseChange() error {
+	if err := f.mayChange(); err != nil {
+		return err
+	}
+	return noChange
+}
+
+func (f *file) RenameAt(string, p9.File, string) error { return f.refuseChange() }
 func (f *file) Rename(p9.File, string) error           { return noChange }
 func (f *file) Renamed(p9.File, string)                {}
 
 func (f *file) Create(name string, _ p9.OpenFlags, _ p9.FileMode, _ p9.UID, _ p9.GID) (p9.File, p9.QID, uint32, error) {
+	if err := f.mayChange(); err != nil {
+		return nil, p9.QID{}, 0, err
+	}
 	return nil, p9.QID{}, 0, errno(hfs.Create(f.ctx(), f.n, name))
 }
 func (f *file) Symlink(string, string, p9.UID, p9.GID) (p9.QID, error) {
-	return p9.QID{}, noChange
+	return p9.QID{}, f.refuseChange()
 }
-func (f *file) Link(p9.File, string) error { return noChange }
+func (f *file) Link(p9.File, string) error { return f.refuseChange() }
 func (f *file) Mknod(string, p9.FileMode, uint32, uint32, p9.UID, p9.GID) (p9.QID, error) {
-	return p9.QID{}, noChange
+	return p9.QID{}, f.refuseChange()
 }
 func (f *file) Readlink() (string, error) { return "", linux.EINVAL }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,10 +22,10 @@ import (
 
 // Server serves one tree over 9P2000.L on any number of listeners.
 type Server struct {
-	root     hfs.Dir
-	p9       *p9.Server
-	log      *slog.Logger
-	uid, gid int
+	root hfs.Dir
+	log  *slog.Logger
+	// Who attach names are: the passwd database (os/user).
+	lookupName, lookupID func(string) (*user.User, error)
 
 	// ctx is what tree calls get; Close cancels it, which ends follow
 	// reads at once.
@@ -63,16 +64,47 @@ func New(root hfs.Dir, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{root: root, log: log, uid: os.Getuid(), gid: os.Getgid(),
+	s := &Server{root: root, log: log, lookupName: user.Lookup, lookupID: user.LookupId,
 		open: map[io.Closer]struct{}{}, dirs: map[uint64]int{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.p9 = p9.NewServer(attacher{s}, p9.WithServerLogger(p9log{log}))
 	return s
 }
 
-type attacher struct{ s *Server }
+// attacher attaches the Tattach messages of one connection (attach.go).
+type attacher struct {
+	s    *Server
+	rd   *attachReader
+	peer peer
+}
 
-func (a attacher) Attach() (p9.File, error) { return &file{s: a.s, n: a.s.root}, nil }
+func (a attacher) Attach() (p9.File, error) {
+	c, ok := a.rd.take()
+	if !ok {
+		a.s.log.Warn("9p attach refused: no attach message to match")
+		return nil, errRefused
+	}
+	who, err := resolve(c, a.peer, a.s.lookupName, a.s.lookupID)
+	if err != nil {
+		a.s.log.Warn("9p attach refused", "err", err)
+		return nil, errRefused
+	}
+	return &file{s: a.s, n: a.s.root, who: who}, nil
+}
+
+// serveConn serves one connection with a p9 server of its own, whose
+// attacher knows the connection's peer and reads its Tattach messages.
+func (s *Server) serveConn(c net.Conn) {
+	rd := newAttachReader(c)
+	if !s.track(rd) {
+		rd.Close()
+		return
+	}
+	defer s.untrack(rd)
+	p := peerOf(c)
+	s.log.Debug("9p client connected", "remote", c.RemoteAddr().String(), "peer_uid", p.uid, "peer_known", p.known)
+	srv := p9.NewServer(attacher{s: s, rd: rd, peer: p}, p9.WithServerLogger(p9log{s.log}))
+	srv.Handle(rd, c)
+}
 
 // p9log sends p9's own messages to the daemon's log: its trace of every
 // message at debug level, the rest (protocol errors, panics in handlers)
@@ -99,15 +131,14 @@ func (s *Server) Serve(l net.Listener) error {
 	// Passing trouble (out of descriptors, say) is waited out rather
 	// than ending the export for good.
 	err := sock.Serve(l, func(c net.Conn) bool {
-		if !s.track(c) {
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
 			c.Close()
 			return false
 		}
-		go func() {
-			defer s.untrack(c)
-			s.log.Debug("9p client connected", "remote", c.RemoteAddr().String())
-			s.p9.Handle(c, c)
-		}()
+		go s.serveConn(c)
 		return true
 	})
 	s.mu.Lock()
@@ -169,9 +200,11 @@ func (s *Server) Close() error {
 //	unix:PATH        a Unix socket of mode 0600 (a stale socket there is replaced)
 //	tcp:HOST:PORT    TCP; HOST must be a loopback address unless allowRemote
 //
-// 9P2000.L has no authentication: anyone who can connect can create,
-// boot and delete VMs. Reach a loopback address from another host through
-// ssh (ssh -L 5640:127.0.0.1:5640 vmhost) instead of allowing remote.
+// 9P2000.L has no authentication: a client says which user it is, and
+// the tree's rules apply to that user (attach.go); the claim is checked
+// against the connecting process where the host can tell. Reach a
+// loopback address from another host through ssh (ssh -L
+// 5640:127.0.0.1:5640 vmhost) instead of allowing remote.
 func Listen(addr string, allowRemote bool) (net.Listener, error) {
 	kind, rest, _ := strings.Cut(addr, ":")
 	switch {
@@ -226,7 +259,7 @@ func checkLoopback(host string) error {
 
 // listenUnix binds path with mode 0600, making its directory first.
 func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("9p socket directory: %w", err)
 	}
 	l, err := sock.ListenUnix(path)

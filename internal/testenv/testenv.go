@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"hypefs/backend/layout"
 )
 
 // TB is what testenv needs of testing.T and testing.B.
@@ -132,7 +134,8 @@ func NewDaemon(t TB) *Daemon {
 }
 
 // NewDaemonWith is NewDaemon with extra flags for `hypefs mount`, such as
-// "--9p", "unix:"+path.
+// "--9p", "unix:"+path; "{run}" and "{dir}" in them stand for the run
+// directory and the daemon's directory.
 func NewDaemonWith(t TB, args ...string) *Daemon {
 	t.Helper()
 	Require(t)
@@ -157,7 +160,12 @@ func (d *Daemon) Start() {
 	defer logf.Close()
 	// Networking is off unless d.args turn it on (the last flag wins):
 	// tests never make bridges or NAT rules in the host's namespace.
-	args := append([]string{"mount", "--data", d.Data, "--run", d.Run, "--kernels", d.Kernels, "--network", "off"}, d.args...)
+	args := []string{"mount", "--data", d.Data, "--run", d.Run, "--kernels", d.Kernels, "--network", "off"}
+	for _, a := range d.args {
+		// {run} and {dir} stand for the daemon's run directory and the
+		// directory that holds it all (a 9P socket inside the run root).
+		args = append(args, strings.NewReplacer("{run}", d.Run, "{dir}", d.Dir).Replace(a))
+	}
 	cmd := exec.Command(filepath.Join(Bins(d.t), "hypefs"), append(args, d.Mnt)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), d.extraEnv...)
@@ -227,14 +235,21 @@ func killMatching(s string) {
 	}
 }
 
-// Processes lists pids whose command line mentions s.
+// Processes lists pids whose command line or environment mentions s (a
+// hypervisor names its run directory only in its environment).
 func Processes(s string) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !bytes.Contains(b, []byte(s)) {
+		if err != nil {
 			continue
+		}
+		if !bytes.Contains(b, []byte(s)) {
+			env, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+			if !bytes.Contains(env, []byte(s)) {
+				continue
+			}
 		}
 		var pid int
 		fmt.Sscan(e.Name(), &pid)
@@ -244,6 +259,9 @@ func Processes(s string) []int {
 	}
 	return pids
 }
+
+// RunDir is an instance's run directory (its sockets, the shim's record).
+func (d *Daemon) RunDir(name string) string { return layout.Layout{Run: d.Run}.RunDir(name) }
 
 // Path joins names under the mount.
 func (d *Daemon) Path(names ...string) string {

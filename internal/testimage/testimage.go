@@ -279,3 +279,43 @@ func nopLogger() *log.Logger { return log.New(io.Discard, "", 0) }
 
 // WithConfig returns img with its config file replaced.
 func WithConfig(img v1.Image, cf *v1.ConfigFile) (v1.Image, error) { return mutate.ConfigFile(img, cf) }
+
+// SparseLayer is a layer holding one sparse file that declares realSize
+// bytes but carries 512 (a PAX 1.0 GNU sparse entry, as GNU tar writes
+// them): what a "tar bomb" layer looks like to an unpacker that trusts
+// its holes. archive/tar cannot write sparse entries, so the extended
+// header is made as a plain entry and given its type afterwards.
+func SparseLayer(name string, realSize int64) []byte {
+	rec := func(k, v string) string {
+		n := len(k) + len(v) + 3
+		for {
+			s := fmt.Sprintf("%d %s=%s\n", n, k, v)
+			if len(s) == n {
+				return s
+			}
+			n = len(s)
+		}
+	}
+	records := rec("GNU.sparse.major", "1") + rec("GNU.sparse.minor", "0") +
+		rec("GNU.sparse.name", name) + rec("GNU.sparse.realsize", fmt.Sprint(realSize))
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	tw.WriteHeader(&tar.Header{Name: "PaxHeaders/" + name, Size: int64(len(records)), Mode: 0o644, Typeflag: tar.TypeReg, Format: tar.FormatUSTAR})
+	tw.Write([]byte(records))
+	sparseMap := make([]byte, 512) // one region of 512 bytes at 0
+	copy(sparseMap, "1\n0\n512\n")
+	tw.WriteHeader(&tar.Header{Name: name, Size: 1024, Mode: 0o644, Typeflag: tar.TypeReg, Format: tar.FormatUSTAR})
+	tw.Write(sparseMap)
+	tw.Write(bytes.Repeat([]byte("x"), 512))
+	tw.Close()
+	out := b.Bytes()
+	hdr := out[:512]
+	hdr[156] = tar.TypeXHeader
+	copy(hdr[148:156], "        ")
+	sum := 0
+	for _, c := range hdr {
+		sum += int(c)
+	}
+	copy(hdr[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return out
+}

@@ -155,6 +155,10 @@ type Event struct {
 	// Address is Status.Address at the time of the event. A new address
 	// comes as an event of its own (same state, detail "guest address").
 	Address string `json:"address,omitempty"`
+	// Error, when set, is a sentence for the instance's error file: the
+	// change happened to the VM without anyone asking (the hypervisor
+	// paused it because the host's disk is full).
+	Error string `json:"error,omitempty"`
 }
 
 // SeqHeader, StateHeader and DetailHeader carry, on a successful action,

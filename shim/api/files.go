@@ -28,6 +28,10 @@ type Config struct {
 	RecordPath    string      `json:"record_path"`    // Record, written before ready
 	ExitPath      string      `json:"exit_path"`      // ExitRecord, written when the VM ends
 	MachineIDPath string      `json:"machine_id_path,omitempty"`
+	// LogMax caps each log the shim writes (the console log, the
+	// hypervisor's log, its own) in bytes; past it the oldest part is
+	// dropped (internal/logcap). Zero: no cap.
+	LogMax int64 `json:"log_max,omitempty"`
 }
 
 // Record is what a shim says about itself once it is up.

@@ -25,6 +25,7 @@ type Spec struct {
 	MemoryMiB int
 	Accel     string // resolved: "kvm", "tcg" or "hvf"
 	VMMLog    string // file that receives the hypervisor's own output
+	LogMax    int64  // cap of VMMLog in bytes (internal/logcap); 0: none
 	Disks     []Disk
 	NICs      []NIC
 	// MachineID is an opaque, persisted machine identifier (vz needs the
@@ -35,7 +36,22 @@ type Spec struct {
 	// RestoreFrom, when set, names a directory written by Snapshot: the
 	// engine restores that state instead of booting the kernel.
 	RestoreFrom string
+	// User, when set, is who a hypervisor process runs as (an
+	// unprivileged user; the engine hands it every file open). Nil: the
+	// shim's own user. In-process engines (vz) ignore it.
+	User *User `json:"user,omitempty"`
 }
+
+// User is a numeric user and group a hypervisor runs as.
+type User struct {
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
+}
+
+// RunDirEnv is set in a hypervisor process's environment to its Spec's
+// RunDir, so that a daemon finding a hypervisor whose shim died can tell
+// it is the one of that run directory (and no other) before ending it.
+const RunDirEnv = "HYPEFS_RUN_DIR"
 
 // Disk is a block device given to the guest, in order (vda, vdb, ...).
 type Disk struct {
@@ -89,6 +105,21 @@ type Machine interface {
 	// Done is closed when the VM has ended; Exit then tells how.
 	Done() <-chan struct{}
 	Exit() Exit
+}
+
+// Halt is the hypervisor pausing a guest by itself: a write to a disk
+// failed (NoSpace: the host's disk is full) and the guest waits, paused,
+// until someone resumes it.
+type Halt struct {
+	Disk    string // the hypervisor's name of the disk
+	NoSpace bool
+	Reason  string // the hypervisor's words, if any
+}
+
+// Halter is a Machine that can pause its guest by itself; Halts delivers
+// each such pause (a burst may come as one).
+type Halter interface {
+	Halts() <-chan Halt
 }
 
 // Engine boots machines. Boot returns once the hypervisor runs the guest;

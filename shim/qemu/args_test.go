@@ -23,29 +23,30 @@ func TestArgs(t *testing.T) {
 		{"tcg", "amd64", nil, []string{
 			"-name vm1", "-accel tcg -M microvm -cpu max -smp 2 -m 512",
 			"-nodefaults -no-user-config -display none -no-reboot",
-			"-kernel /k/vmlinux -initrd /k/initrd.gz -append console=ttyS0 panic=-1",
-			"-chardev socket,id=c0,path=/run/h/vm1/s.con,server=off -serial chardev:c0",
-			"-chardev socket,id=qmp,path=/run/h/vm1/s.qmp,server=off -mon chardev=qmp,mode=control",
+			"-kernel /proc/self/fd/3 -initrd /proc/self/fd/4 -append console=ttyS0 panic=-1",
+			"-chardev socket,id=c0,fd=5 -serial chardev:c0",
+			"-chardev socket,id=qmp,fd=6 -mon chardev=qmp,mode=control",
 			"-device virtio-rng-device,rng=rng0",
-		}, []string{"-incoming", "-drive", "-netdev"}},
+			"-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+		}, []string{"-incoming", "-drive", "-netdev", "/run/h/vm1", "/k/"}},
 		{"kvm", "amd64", func(s *engine.Spec) { s.Accel = "kvm" }, []string{"-accel kvm -M microvm -cpu host"}, nil},
 		{"defaults", "amd64", func(s *engine.Spec) { s.CPUs, s.MemoryMiB, s.Name, s.Initramfs = 0, 0, "", "" },
-			[]string{"-smp 1 -m 256"}, []string{"-name", "-initrd"}},
+			[]string{"-smp 1 -m 256", "-kernel /proc/self/fd/3 -append", "-chardev socket,id=c0,fd=4 -serial"}, []string{"-name", "-initrd"}},
 		{"disks", "amd64", func(s *engine.Spec) {
 			s.Disks = []engine.Disk{{Path: "/d/root,1.img", ReadOnly: true}, {Path: "/d/data.img"}}
 		}, []string{
-			"-drive id=d0,file=/d/root,,1.img,format=raw,if=none,readonly=on -device virtio-blk-device,drive=d0",
-			"-drive id=d1,file=/d/data.img,format=raw,if=none -device virtio-blk-device,drive=d1",
-		}, nil},
+			"-add-fd fd=7,set=1 -drive id=d0,file=/dev/fdset/1,format=raw,if=none,readonly=on -device virtio-blk-device,drive=d0",
+			"-add-fd fd=8,set=2 -add-fd fd=9,set=2 -drive id=d1,file=/dev/fdset/2,format=raw,if=none,werror=enospc,rerror=report -device virtio-blk-device,drive=d1",
+		}, []string{"/d/"}},
 		{"nics", "amd64", func(s *engine.Spec) {
 			s.NICs = []engine.NIC{{Tap: "hf0", MAC: "52:54:00:12:34:56"}, {MAC: "52:54:00:00:00:01"}}
 		}, []string{
-			"-netdev tap,id=n0,ifname=hf0,script=no,downscript=no -device virtio-net-device,netdev=n0,mac=52:54:00:12:34:56",
+			"-netdev tap,id=n0,fd=7 -device virtio-net-device,netdev=n0,mac=52:54:00:12:34:56",
 			"-netdev user,id=n1 -device virtio-net-device,netdev=n1,mac=52:54:00:00:00:01",
 		}, nil},
 		{"restore", "amd64", func(s *engine.Spec) { s.RestoreFrom = "/snap/it's" }, []string{
-			"-kernel /k/vmlinux", `-incoming exec:cat '/snap/it'\''s/state.qemu'`,
-		}, nil},
+			"-kernel /proc/self/fd/3", "-incoming fd:7",
+		}, []string{"exec:", "/snap"}},
 		{"arm64", "arm64", nil, []string{"-accel tcg -M virt -cpu max,pauth-impdef=on"}, []string{"microvm"}},
 	}
 	for _, tt := range tests {

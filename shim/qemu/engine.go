@@ -17,8 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"hypefs/internal/cleanup"
-	"hypefs/internal/sock"
+	"hypefs/internal/logcap"
 	"hypefs/shim/engine"
 	"hypefs/shim/qmp"
 )
@@ -28,8 +30,8 @@ var (
 	_ engine.Machine = (*Machine)(nil)
 )
 
-// connectTimeout bounds how long QEMU may take to connect to the console
-// and QMP sockets; it does so during its start, before the guest runs.
+// connectTimeout bounds how long QEMU may take to greet on QMP; it does so
+// during its start, before the guest runs.
 const connectTimeout = 10 * time.Second
 
 // Engine boots VMs with QEMU. The zero value is ready to use.
@@ -82,8 +84,9 @@ func (e *Engine) boot(ctx context.Context, spec engine.Spec, console io.Writer) 
 	}
 	l := &launch{bin: bin, m: newMachine(spec, console)}
 	defer l.own.Unwind()
+	defer l.theirs.Unwind()
 	var undo cleanup.Stack
-	for _, step := range []func(context.Context, *cleanup.Stack) error{l.listen, l.openLog, l.start, l.connect, l.restore} {
+	for _, step := range []func(context.Context, *cleanup.Stack) error{l.handoff, l.openLog, l.start, l.connect, l.restore} {
 		if err := step(ctx, &undo); err != nil {
 			undo.Unwind()
 			return nil, l.explain(err)
@@ -107,49 +110,119 @@ func newMachine(spec engine.Spec, console io.Writer) *Machine {
 		done:    make(chan struct{}),
 		conDone: make(chan struct{}),
 		evDone:  make(chan struct{}),
+		logDone: make(chan struct{}),
+		halts:   make(chan engine.Halt, 16),
 	}
 }
 
-// launch is one QEMU being started, as named steps: listen on the console
-// and QMP sockets, open the log, start the process, accept its two
-// connections, wait for a restore. What only the launch needs (the
-// listeners, its copy of the log) is closed when it returns; a started
-// QEMU is ended through the cleanup stack if a later step fails.
+// launch is one QEMU being started, as named steps: open every file QEMU
+// will use (handoff), start its log, start the process, speak QMP, wait
+// for a restore. QEMU runs as spec.User from its first instruction, under
+// its seccomp sandbox, so it opens nothing itself: the engine, as root,
+// hands it the kernel, initramfs, disks, TAPs, console and QMP sockets
+// and the state to restore, open. What only the launch needs (its copies
+// of those files) is closed when it returns; a started QEMU is ended
+// through the cleanup stack if a later step fails.
 type launch struct {
-	bin        string
-	m          *Machine
-	conL, qmpL net.Listener
-	log        *os.File
-	own        cleanup.Stack // what only the launch uses: closed when it returns
-	started    bool
+	bin      string
+	m        *Machine
+	files    []*os.File    // QEMU's descriptors from fdBase, in handoff order
+	con, qmp *os.File      // our ends of the console and QMP socket pairs
+	logW     *os.File      // QEMU's stdout and stderr: a pipe to its log
+	theirs   cleanup.Stack // closes our copies of QEMU's files: after start, or on failure
+	own      cleanup.Stack // what only the launch uses: closed when it returns
+	started  bool
 }
 
-// listen makes the sockets QEMU connects to.
-func (l *launch) listen(context.Context, *cleanup.Stack) error {
-	for _, s := range []struct {
-		l    *net.Listener
-		name string
-	}{{&l.conL, consoleSock}, {&l.qmpL, qmpSock}} {
-		ln, err := sock.ListenUnix(filepath.Join(l.m.spec.RunDir, s.name))
+// handoff opens what QEMU is given, in planHandoff's order.
+func (l *launch) handoff(context.Context, *cleanup.Stack) error {
+	spec := l.m.spec
+	add := func(f *os.File) {
+		l.files = append(l.files, f)
+		l.theirs.Push(func() { f.Close() })
+	}
+	open := func(path string, flag int, what string) error {
+		f, err := os.OpenFile(path, flag, 0)
 		if err != nil {
-			return fmt.Errorf("qemu socket: %w", err)
+			return fmt.Errorf("qemu %s: %w", what, err)
 		}
-		*s.l = ln
-		l.own.Push(func() { ln.Close() })
+		add(f)
+		return nil
+	}
+	if err := open(spec.Kernel, os.O_RDONLY, "kernel"); err != nil {
+		return err
+	}
+	if spec.Initramfs != "" {
+		if err := open(spec.Initramfs, os.O_RDONLY, "initramfs"); err != nil {
+			return err
+		}
+	}
+	for _, ours := range []**os.File{&l.con, &l.qmp} {
+		a, b, err := socketPair()
+		if err != nil {
+			return fmt.Errorf("qemu socket pair: %w", err)
+		}
+		*ours = a
+		l.own.Push(func() { a.Close() })
+		add(b)
+	}
+	for i, d := range spec.Disks {
+		what := fmt.Sprintf("disk %d", i)
+		if !d.ReadOnly {
+			if err := open(d.Path, os.O_RDWR, what); err != nil {
+				return err
+			}
+		}
+		if err := open(d.Path, os.O_RDONLY, what); err != nil {
+			return err
+		}
+	}
+	for _, n := range spec.NICs {
+		if n.Tap == "" {
+			continue
+		}
+		f, err := openTap(n.Tap)
+		if err != nil {
+			return fmt.Errorf("qemu nic: %w", err)
+		}
+		add(f)
+	}
+	if spec.RestoreFrom != "" {
+		if err := open(filepath.Join(spec.RestoreFrom, stateFile), os.O_RDONLY, "saved state"); err != nil {
+			return err
+		}
+	}
+	if want := planHandoff(spec).count; len(l.files) != want {
+		return fmt.Errorf("qemu: %d files opened for %d descriptors", len(l.files), want)
 	}
 	return nil
 }
 
-// openLog opens the hypervisor's log, remembering where this QEMU's
-// output will begin.
+// openLog starts the hypervisor's log: QEMU writes into a pipe whose
+// other end the engine copies into the capped log file (the only writer,
+// so the cap can drop old output in place), remembering where this
+// QEMU's output begins.
 func (l *launch) openLog(context.Context, *cleanup.Stack) error {
-	log, err := os.OpenFile(l.m.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	log, err := logcap.Open(l.m.logPath, 0o600, l.m.spec.LogMax)
 	if err != nil {
 		return fmt.Errorf("qemu log: %w", err)
 	}
-	l.log = log
-	l.own.Push(func() { log.Close() }) // QEMU holds its own copy
-	l.m.logStart, _ = log.Seek(0, io.SeekEnd)
+	if fi, err := os.Stat(l.m.logPath); err == nil {
+		l.m.logStart = fi.Size()
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		log.Close()
+		return fmt.Errorf("qemu log: %w", err)
+	}
+	l.logW = w
+	l.theirs.Push(func() { w.Close() }) // QEMU holds its own copy
+	go func() {
+		defer close(l.m.logDone)
+		io.Copy(log, r)
+		r.Close()
+		log.Close()
+	}()
 	return nil
 }
 
@@ -157,26 +230,52 @@ func (l *launch) openLog(context.Context, *cleanup.Stack) error {
 func (l *launch) start(_ context.Context, undo *cleanup.Stack) error {
 	m := l.m
 	cmd := exec.Command(l.bin, Args(m.spec)...)
-	cmd.Dir = m.spec.RunDir
-	cmd.Stdout, cmd.Stderr = l.log, l.log
+	// A directory every user may enter: QEMU names no file by a path of
+	// the run directory.
+	cmd.Dir = "/"
+	cmd.Env = append(os.Environ(), engine.RunDirEnv+"="+m.spec.RunDir)
+	cmd.Stdout, cmd.Stderr = l.logW, l.logW
+	cmd.ExtraFiles = l.files
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Its own group, so QEMU and anything it spawns (the exec:
-		// migration's shell) can be killed together.
+		// Its own group, so QEMU and anything it might spawn can be
+		// killed together.
 		Setpgid: true,
 		// A shim killed with SIGKILL must not leave QEMU running. The
 		// signal fires when the starting *thread* exits, hence the
-		// locked thread in run.
-		Pdeathsig: syscall.SIGKILL,
+		// locked thread in run; it survives the change of user, which
+		// happens before exec.
+		Pdeathsig:  syscall.SIGKILL,
+		Credential: credential(m.spec),
 	}
 	m.cmd = cmd
 	started := make(chan error, 1)
 	go m.run(started)
-	if err := <-started; err != nil {
+	err := <-started
+	// QEMU has its copies; ours would keep its sockets open after it
+	// exits (and hide that it did).
+	l.theirs.Unwind()
+	if err != nil {
 		return fmt.Errorf("qemu start: %w", err)
 	}
 	l.started = true
 	undo.Push(m.abandon)
 	return nil
+}
+
+// credential is who QEMU runs as: spec.User, with /dev/kvm's group for
+// KVM; nil (the shim's own user) when no user is given.
+func credential(spec engine.Spec) *syscall.Credential {
+	if spec.User == nil {
+		return nil
+	}
+	c := &syscall.Credential{Uid: spec.User.UID, Gid: spec.User.GID, Groups: []uint32{}}
+	if spec.Accel == "kvm" {
+		var st syscall.Stat_t
+		if syscall.Stat("/dev/kvm", &st) == nil {
+			c.Groups = append(c.Groups, st.Gid)
+		}
+	}
+	return c
 }
 
 // abandon ends a QEMU whose start failed: it closes what the launch
@@ -198,20 +297,22 @@ func (m *Machine) abandon() {
 	}
 }
 
-// connect accepts QEMU's console and QMP connections.
-func (l *launch) connect(ctx context.Context, undo *cleanup.Stack) error {
+// connect takes over the console and speaks QMP: QEMU greets once its
+// monitor is up, before the guest runs; one that exits first (refusing
+// its command line) closes its end, ending the wait.
+func (l *launch) connect(ctx context.Context, _ *cleanup.Stack) error {
 	m := l.m
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	con, err := m.accept(ctx, l.conL, "console")
+	con, err := net.FileConn(l.con)
 	if err != nil {
-		return err
+		return fmt.Errorf("qemu console socket: %w", err)
 	}
 	m.con = con
 	go m.pumpConsole()
-	qc, err := m.accept(ctx, l.qmpL, "qmp")
+	qc, err := net.FileConn(l.qmp)
 	if err != nil {
-		return err
+		return fmt.Errorf("qemu qmp socket: %w", err)
 	}
 	if m.qmp, err = qmp.New(ctx, qc); err != nil {
 		qc.Close()
@@ -237,6 +338,14 @@ func (l *launch) explain(err error) error {
 	if !l.started {
 		return err
 	}
+	select {
+	case <-l.m.exited:
+		select { // its last words reach the log
+		case <-l.m.logDone:
+		case <-time.After(drainTimeout):
+		}
+	case <-time.After(200 * time.Millisecond):
+	}
 	if st := l.m.cmd.ProcessState; st != nil && st.ExitCode() >= 0 {
 		err = fmt.Errorf("qemu start: qemu exited with status %d", st.ExitCode())
 	}
@@ -244,6 +353,35 @@ func (l *launch) explain(err error) error {
 		err = fmt.Errorf("%w: %s", err, tail)
 	}
 	return err
+}
+
+// socketPair makes a connected pair of stream sockets.
+func socketPair() (ours, theirs *os.File, err error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), "ours"), os.NewFile(uintptr(fds[1]), "qemu"), nil
+}
+
+// openTap attaches to the TAP the daemon made (a persistent one, which
+// only a process with CAP_NET_ADMIN may attach to), as QEMU would.
+func openTap(name string) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tap %s: %w", name, err)
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("attach to tap %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), "tap-"+name), nil
 }
 
 // check refuses specs that QEMU would refuse less clearly.
@@ -260,36 +398,4 @@ func check(spec engine.Spec) error {
 		return errors.New("qemu spec: no kernel")
 	}
 	return nil
-}
-
-// accept waits for QEMU to connect, giving up if QEMU exits first.
-func (m *Machine) accept(ctx context.Context, l net.Listener, what string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		c, err := l.Accept()
-		ch <- result{c, err}
-	}()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			return nil, fmt.Errorf("qemu %s socket: %w", what, r.err)
-		}
-		return r.c, nil
-	case <-m.exited:
-	case <-ctx.Done():
-	}
-	l.Close()
-	if r := <-ch; r.c != nil {
-		r.c.Close()
-	}
-	select {
-	case <-m.exited:
-		return nil, fmt.Errorf("qemu %s socket: qemu exited before connecting", what)
-	default:
-		return nil, fmt.Errorf("qemu %s socket: %w", what, ctx.Err())
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os/exec"
 	"sync"
+	"time"
 
 	"hypefs/shim/engine"
 	"hypefs/shim/qmp"
@@ -32,6 +33,8 @@ type Machine struct {
 	exited    chan struct{} // QEMU reaped
 	conDone   chan struct{} // console stream ended
 	evDone    chan struct{} // QMP event stream ended
+	logDone   chan struct{} // QEMU's output all copied to its log
+	halts     chan engine.Halt
 	done      chan struct{} // exit record written
 
 	ctl sync.Mutex // one control sequence at a time (reboot, snapshot, stop)
@@ -49,32 +52,70 @@ func (m *Machine) pumpConsole() {
 	io.Copy(m.console, m.con)
 }
 
-// watchEvents keeps what the exit record needs from QMP events.
+// watchEvents keeps what the exit record needs from QMP events, and
+// reports a VM that QEMU stopped by itself on a disk error.
 func (m *Machine) watchEvents() {
 	defer close(m.evDone)
 	for ev := range m.qmp.Events() {
-		if ev.Name != "SHUTDOWN" {
-			continue
+		switch ev.Name {
+		case "SHUTDOWN":
+			var d struct {
+				Reason string `json:"reason"`
+			}
+			json.Unmarshal(ev.Data, &d)
+			m.mu.Lock()
+			m.shutdown = d.Reason
+			m.mu.Unlock()
+		case "BLOCK_IO_ERROR":
+			if h, ok := ioHalt(ev.Data); ok {
+				select {
+				case m.halts <- h:
+				default: // one report of a burst is enough
+				}
+			}
 		}
-		var d struct {
-			Reason string `json:"reason"`
-		}
-		json.Unmarshal(ev.Data, &d)
-		m.mu.Lock()
-		m.shutdown = d.Reason
-		m.mu.Unlock()
 	}
 }
+
+// ioHalt reads a BLOCK_IO_ERROR event: a halt when QEMU stopped the VM
+// over it (werror=enospc: the host's disk is full).
+func ioHalt(data json.RawMessage) (engine.Halt, bool) {
+	var d struct {
+		Device    string `json:"device"`
+		NodeName  string `json:"node-name"`
+		Operation string `json:"operation"`
+		Action    string `json:"action"`
+		NoSpace   bool   `json:"nospace"`
+		Reason    string `json:"reason"`
+	}
+	if json.Unmarshal(data, &d) != nil || d.Action != "stop" {
+		return engine.Halt{}, false
+	}
+	disk := d.Device
+	if disk == "" {
+		disk = d.NodeName
+	}
+	return engine.Halt{Disk: disk, NoSpace: d.NoSpace, Reason: d.Reason}, true
+}
+
+// Halts implements engine.Halter: QEMU paused the guest by itself.
+func (m *Machine) Halts() <-chan engine.Halt { return m.halts }
 
 // Console implements engine.Machine: writes are typed into the guest.
 func (m *Machine) Console() io.Writer { return consoleInput{m} }
 
 type consoleInput struct{ m *Machine }
 
+// consoleWriteTimeout bounds how long typed input waits for a guest that
+// does not read its console: the writer gets an error instead of waiting
+// for ever.
+const consoleWriteTimeout = 5 * time.Second
+
 func (c consoleInput) Write(p []byte) (int, error) {
 	if c.m.ended() {
 		return 0, engine.ErrNotRunning
 	}
+	c.m.con.SetWriteDeadline(time.Now().Add(consoleWriteTimeout))
 	n, err := c.m.con.Write(p)
 	if err != nil && c.m.ended() {
 		err = engine.ErrNotRunning

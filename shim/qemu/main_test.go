@@ -176,7 +176,7 @@ func boot(t testing.TB, edit func(*engine.Spec)) (*Machine, *console, engine.Spe
 	t.Cleanup(func() { os.RemoveAll(run) })
 	spec := engine.Spec{
 		Name: "t", RunDir: run, Kernel: kit.Kernel, Initramfs: kit.Initramfs, Cmdline: kit.Cmdline,
-		CPUs: 1, MemoryMiB: 256, Accel: "tcg", VMMLog: filepath.Join(run, "vmm.log"),
+		CPUs: 1, MemoryMiB: 256, Accel: "tcg", VMMLog: filepath.Join(run, "vmm.log"), User: testUser(),
 	}
 	if edit != nil {
 		edit(&spec)
@@ -197,6 +197,15 @@ func boot(t testing.TB, edit func(*engine.Spec)) (*Machine, *console, engine.Spe
 		}
 	})
 	return m, con, spec
+}
+
+// testUser is who test VMs run as: nobody, as the daemon runs them by
+// default, where the tests run as root.
+func testUser() *engine.User {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	return &engine.User{UID: 65534, GID: 65534}
 }
 
 func waitDone(t *testing.T, m *Machine, timeout time.Duration) engine.Exit {

@@ -27,7 +27,7 @@ func runShimChild() {
 	spec := engine.Spec{
 		Name: "orphan", RunDir: os.Getenv("QEMU_TEST_RUN"), Kernel: os.Getenv("QEMU_TEST_KERNEL"),
 		Initramfs: os.Getenv("QEMU_TEST_INITRD"), Cmdline: os.Getenv("QEMU_TEST_CMDLINE"),
-		MemoryMiB: 128, Accel: "tcg",
+		MemoryMiB: 128, Accel: "tcg", User: testUser(),
 	}
 	m, err := New().Boot(context.Background(), spec, nil)
 	if err != nil {

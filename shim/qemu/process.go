@@ -69,6 +69,10 @@ func (m *Machine) run(started chan<- error) {
 			m.qmp.Close()
 		}
 	}
+	select { // QEMU's last words reach its log
+	case <-m.logDone:
+	case <-timeout:
+	}
 	m.mu.Lock()
 	end.requested = m.stopping
 	end.shutdown = m.shutdown

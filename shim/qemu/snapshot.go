@@ -33,9 +33,10 @@ type snapshotConfig struct {
 }
 
 // Snapshot implements engine.Machine. The VM must be paused. The state is
-// saved with a migration to "exec:cat > DIR/state.qemu" (QEMU 7.2 has no
-// file: migration URI). Afterwards QEMU reports "postmigrate"; Resume
-// continues the guest.
+// saved with a migration to a descriptor: the engine opens
+// DIR/state.qemu and hands it to QEMU over QMP (getfd), since QEMU, in
+// its sandbox, may neither open files nor start programs. Afterwards QEMU
+// reports "postmigrate"; Resume continues the guest.
 func (m *Machine) Snapshot(ctx context.Context, dir string) error {
 	m.ctl.Lock()
 	defer m.ctl.Unlock()
@@ -53,11 +54,23 @@ func (m *Machine) Snapshot(ctx context.Context, dir string) error {
 		return fmt.Errorf("qemu snapshot: %w", err)
 	}
 	state := filepath.Join(dir, stateFile)
-	uri := "exec:cat > " + shellQuote(state)
-	if err := m.exec(ctx, "migrate", map[string]string{"uri": uri}, nil); err != nil {
+	f, err := os.OpenFile(state, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("qemu snapshot: %w", err)
+	}
+	defer f.Close()
+	const fdName = "snapshot"
+	if err := m.qmp.ExecuteFile(ctx, "getfd", map[string]string{"fdname": fdName}, nil, f); err != nil {
+		return fmt.Errorf("qemu snapshot: hand over the state file: %w", err)
+	}
+	if err := m.exec(ctx, "migrate", map[string]string{"uri": "fd:" + fdName}, nil); err != nil {
+		m.exec(context.WithoutCancel(ctx), "closefd", map[string]string{"fdname": fdName}, nil)
 		return fmt.Errorf("qemu snapshot: %w", err)
 	}
 	if err := m.waitMigration(ctx); err != nil {
+		return fmt.Errorf("qemu snapshot: %w", err)
+	}
+	if err := f.Sync(); err != nil {
 		return fmt.Errorf("qemu snapshot: %w", err)
 	}
 	if fi, err := os.Stat(state); err != nil || fi.Size() == 0 {
@@ -72,7 +85,7 @@ func (m *Machine) Snapshot(ctx context.Context, dir string) error {
 		Disks: m.spec.Disks, NICs: m.spec.NICs, Args: Args(m.spec),
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := os.WriteFile(filepath.Join(dir, configFile), append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, configFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("qemu snapshot: %w", err)
 	}
 	return nil

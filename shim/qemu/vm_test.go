@@ -5,6 +5,7 @@ package qemu
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -201,7 +202,8 @@ func TestMissingBinary(t *testing.T) {
 	}
 }
 
-// QEMU refusing to start is reported with its own words, quickly.
+// QEMU refusing to start is reported with its own words, quickly; a
+// kernel that is not there, before QEMU starts.
 func TestBootFailure(t *testing.T) {
 	if skipReason != "" {
 		t.Skip(skipReason)
@@ -209,10 +211,46 @@ func TestBootFailure(t *testing.T) {
 	run, _ := os.MkdirTemp("", "q")
 	defer os.RemoveAll(run)
 	spec := engine.Spec{RunDir: run, Kernel: filepath.Join(run, "no-such-kernel"), Accel: "tcg"}
-	t0 := time.Now()
 	_, err := New().Boot(context.Background(), spec, nil)
 	if err == nil || !strings.Contains(err.Error(), "no-such-kernel") {
-		t.Fatalf("err = %v", err)
+		t.Fatalf("missing kernel: err = %v", err)
+	}
+	bad := filepath.Join(run, "not-a-kernel")
+	os.WriteFile(bad, []byte("garbage"), 0o644)
+	spec.Kernel, spec.User = bad, testUser()
+	t0 := time.Now()
+	_, err = New().Boot(context.Background(), spec, nil)
+	if err == nil || !strings.Contains(err.Error(), "qemu exited with status") || !strings.Contains(err.Error(), "kernel header") {
+		t.Fatalf("garbage kernel: err = %v", err)
 	}
 	t.Logf("failed in %v: %v", time.Since(t0).Round(time.Millisecond), err)
+}
+
+// QEMU runs as the unprivileged user it was given, from its start, under
+// its seccomp filter, and names its run directory in its environment.
+func TestConfined(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: QEMU runs as another user only when started by root")
+	}
+	t.Parallel()
+	m, _, spec := boot(t, nil)
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := map[string]string{}
+	for _, l := range strings.Split(string(st), "\n") {
+		k, v, _ := strings.Cut(l, ":")
+		fields[k] = strings.Join(strings.Fields(v), " ")
+	}
+	if fields["Uid"] != "65534 65534 65534 65534" || fields["Gid"] != "65534 65534 65534 65534" {
+		t.Errorf("QEMU runs as Uid %q Gid %q, want nobody's 65534", fields["Uid"], fields["Gid"])
+	}
+	if fields["Seccomp"] != "2" || fields["NoNewPrivs"] != "1" {
+		t.Errorf("QEMU's Seccomp %q NoNewPrivs %q, want a filter (2) and no new privileges (1)", fields["Seccomp"], fields["NoNewPrivs"])
+	}
+	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", m.PID()))
+	if !strings.Contains(string(env), "\x00"+engine.RunDirEnv+"="+spec.RunDir+"\x00") {
+		t.Errorf("QEMU's environment does not name its run directory")
+	}
 }

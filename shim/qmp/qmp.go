@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -194,6 +196,13 @@ func (c *Client) Close() error {
 // member. A QMP error reply is returned as *Error (use errors.As).
 // Cancelling ctx abandons the wait; the command may still run in QEMU.
 func (c *Client) Execute(ctx context.Context, command string, args, result any) error {
+	return c.ExecuteFile(ctx, command, args, result, nil)
+}
+
+// ExecuteFile is Execute sending f along with the command (SCM_RIGHTS),
+// as "getfd" and "add-fd" expect; f nil sends none. It needs a Unix
+// socket connection.
+func (c *Client) ExecuteFile(ctx context.Context, command string, args, result any, f *os.File) error {
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -206,7 +215,7 @@ func (c *Client) Execute(ctx context.Context, command string, args, result any) 
 	c.pending[id] = ch
 	c.mu.Unlock()
 
-	if err := c.send(ctx, id, command, args); err != nil {
+	if err := c.send(ctx, id, command, args, f); err != nil {
 		c.forget(id)
 		return err
 	}
@@ -235,7 +244,7 @@ func (c *Client) forget(id uint64) {
 
 // send writes one command line. Writes are whole lines under a mutex so
 // concurrent commands never interleave on the stream.
-func (c *Client) send(ctx context.Context, id uint64, command string, args any) error {
+func (c *Client) send(ctx context.Context, id uint64, command string, args any, f *os.File) error {
 	req := struct {
 		Execute   string `json:"execute"`
 		Arguments any    `json:"arguments,omitempty"`
@@ -251,6 +260,17 @@ func (c *Client) send(ctx context.Context, id uint64, command string, args any) 
 	defer c.wmu.Unlock()
 	dl, _ := ctx.Deadline()
 	c.conn.SetWriteDeadline(dl)
+	if f != nil {
+		uc, ok := c.conn.(*net.UnixConn)
+		if !ok {
+			return fmt.Errorf("qmp %s: a file can be sent only over a Unix socket", command)
+		}
+		_, _, err := uc.WriteMsgUnix(b, syscall.UnixRights(int(f.Fd())), nil)
+		if err != nil {
+			return fmt.Errorf("qmp %s: %w", command, err)
+		}
+		return nil
+	}
 	if _, err := c.conn.Write(b); err != nil {
 		if e := c.Err(); e != nil {
 			return e

@@ -72,7 +72,7 @@ func (e *Engine) Boot(ctx context.Context, spec engine.Spec, console io.Writer) 
 			return nil, fmt.Errorf("machine identifier: %w", err)
 		}
 	}
-	m, err := newMachine(e.hv, cfg, console, spec.VMMLog)
+	m, err := newMachine(e.hv, cfg, console, spec.VMMLog, spec.LogMax)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"hypefs/internal/logcap"
 	"hypefs/shim/engine"
 )
 
@@ -21,7 +22,7 @@ type Machine struct {
 	hv      hypervisor
 	cfg     Config
 	console io.Writer
-	vmmLog  *os.File // nil when the spec names none
+	vmmLog  *logcap.File // nil when the spec names none
 
 	// The console pipes. The guest holds inR and outW; the machine writes
 	// inW (Console) and copies outR to console. All four stay referenced
@@ -66,7 +67,7 @@ func newRun(vm vmHandle) *run {
 	return &run{vm: vm, quit: make(chan struct{}), ended: make(chan struct{})}
 }
 
-func newMachine(hv hypervisor, cfg Config, console io.Writer, vmmLog string) (*Machine, error) {
+func newMachine(hv hypervisor, cfg Config, console io.Writer, vmmLog string, logMax int64) (*Machine, error) {
 	m := &Machine{hv: hv, cfg: cfg, console: console, done: make(chan struct{}),
 		copied: make(chan struct{}), subs: map[chan State]struct{}{}}
 	var err error
@@ -79,7 +80,7 @@ func newMachine(hv hypervisor, cfg Config, console io.Writer, vmmLog string) (*M
 		return nil, fmt.Errorf("console output pipe: %w", err)
 	}
 	if vmmLog != "" {
-		if m.vmmLog, err = os.OpenFile(vmmLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+		if m.vmmLog, err = logcap.Open(vmmLog, 0o600, logMax); err != nil {
 			m.closeFiles()
 			return nil, fmt.Errorf("vmm log: %w", err)
 		}
@@ -177,10 +178,13 @@ func (m *Machine) abandon() {
 }
 
 func (m *Machine) closeFiles() {
-	for _, f := range []*os.File{m.inR, m.inW, m.outR, m.outW, m.vmmLog} {
+	for _, f := range []*os.File{m.inR, m.inW, m.outR, m.outW} {
 		if f != nil {
 			f.Close()
 		}
+	}
+	if m.vmmLog != nil {
+		m.vmmLog.Close()
 	}
 }
 
